@@ -1,0 +1,145 @@
+"""Parity: does an exported model decide like the Keras model it came from?
+
+``compare_scores`` is the pure core (used by export before it writes a bundle, and by the CLI);
+``check_parity`` is the whole check, callable from a user's own pytest suite::
+
+    from gru_edge.export.parity import check_parity
+
+    def test_bundle_matches_keras():
+        report = check_parity("runs/pump", "bundles/pump-int8")
+        assert report.passed, report.summary()
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..edge_runtime.device_profile import ParityTolerance
+from ..train.metrics import detection_metrics
+
+# What each weight storage is expected to keep, unless a device profile says otherwise.
+# fp32 must match Keras to float rounding; the compressed variants are judged on decisions.
+DEFAULT_TOLERANCE = {
+    "none": ParityTolerance(max_abs_diff=1e-5, min_decision_agreement=1.0, max_f1_drop=0.0),
+    "fp16": ParityTolerance(max_abs_diff=2e-2, min_decision_agreement=0.995, max_f1_drop=0.01),
+    "int8": ParityTolerance(max_abs_diff=1e-1, min_decision_agreement=0.995, max_f1_drop=0.01),
+}
+
+
+@dataclass
+class ParityReport:
+    variant: str
+    windows: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    decision_agreement: float
+    f1_reference: float | None
+    f1_candidate: float | None
+    tolerance: ParityTolerance
+    failures: list = field(default_factory=list)
+
+    @property
+    def f1_delta(self) -> float | None:
+        if self.f1_reference is None or self.f1_candidate is None:
+            return None
+        return self.f1_candidate - self.f1_reference
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["f1_delta"] = self.f1_delta
+        d["passed"] = self.passed
+        return d
+
+    def summary(self) -> str:
+        f1 = "" if self.f1_delta is None else f", F1 {self.f1_candidate:.4f} ({self.f1_delta:+.4f})"
+        verdict = "PASS" if self.passed else "FAIL: " + "; ".join(self.failures)
+        return (
+            f"{self.variant}: {self.windows} windows, max |diff| {self.max_abs_diff:.2e}, mean {self.mean_abs_diff:.2e}, "
+            f"decisions agree {100 * self.decision_agreement:.2f}%{f1} -> {verdict}"
+        )
+
+
+def compare_scores(reference: np.ndarray, candidate: np.ndarray, threshold: float, tolerance: ParityTolerance,
+                   labels: np.ndarray | None = None, variant: str = "candidate") -> ParityReport:
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    if ref.shape != cand.shape or ref.ndim != 1:
+        raise ValueError(f"reference {ref.shape} and candidate {cand.shape} scores must be equal-length 1-D arrays")
+    if ref.size == 0:
+        raise ValueError("no windows to compare")
+    diff = np.abs(ref - cand)
+    diff = np.where(np.isfinite(diff), diff, np.inf)
+    agreement = float(np.mean((ref >= threshold) == (cand >= threshold)))
+    f1_ref = f1_cand = None
+    if labels is not None and np.any(labels):
+        f1_ref = detection_metrics(labels, ref, threshold)["f1"]
+        f1_cand = detection_metrics(labels, cand, threshold)["f1"]
+    report = ParityReport(variant, int(ref.size), float(diff.max()), float(diff.mean()), agreement, f1_ref, f1_cand,
+                          tolerance)
+    if report.max_abs_diff > tolerance.max_abs_diff:
+        report.failures.append(f"max |diff| {report.max_abs_diff:.2e} > {tolerance.max_abs_diff:.0e}")
+    if agreement < tolerance.min_decision_agreement:
+        report.failures.append(
+            f"decision agreement {100 * agreement:.2f}% < {100 * tolerance.min_decision_agreement:.2f}%"
+        )
+    if report.f1_delta is not None and -report.f1_delta > tolerance.max_f1_drop:
+        report.failures.append(f"F1 drop {-report.f1_delta:.4f} > {tolerance.max_f1_drop}")
+    return report
+
+
+def check_parity(run_dir: str | Path, bundle_dir: str | Path, data: str | Path | None = None,
+                 tolerance: ParityTolerance | None = None, max_windows: int = 4096) -> ParityReport:
+    """Score the same windows with the run's Keras model and the bundle (through edge_runtime) and compare.
+
+    ``data`` is a CSV with the bundle's feature columns (and optionally a `label` column); by default
+    the run's held-out test part is used. The tolerance defaults to the one recorded in the bundle.
+    """
+    from ..edge_runtime.scorer import Scorer
+    from ..train.model import predict_scores
+    from ..train.record import open_run
+
+    run = open_run(run_dir)
+    scorer = Scorer(bundle_dir)
+    m = scorer.manifest
+    if list(m.features) != list(run.record.features) or m.window != run.record.window:
+        raise ValueError(f"{bundle_dir} was not exported from {run_dir}: features or window differ")
+    series, labels = _parity_series(run, data, m.features)
+    ends, candidate = scorer.score_series(series, stride=1)
+    ends, candidate = ends[-max_windows:], candidate[-max_windows:]
+    windows = windows_ending_at(m.scaler.transform(series), ends, m.window)
+    reference = predict_scores(run.load_model(), windows)
+    window_labels = None if labels is None else labels[ends]
+    quantization = m.window_model.quantization
+    tol = tolerance or tolerance_from_manifest(m.parity) or DEFAULT_TOLERANCE.get(quantization, DEFAULT_TOLERANCE["int8"])
+    return compare_scores(reference, candidate, m.score.threshold, tol, window_labels,
+                          variant=f"{Path(bundle_dir).name} ({m.window_model.format}, {quantization})")
+
+
+def windows_ending_at(scaled: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
+    from ..edge_runtime.windows import sliding_windows
+
+    return np.ascontiguousarray(sliding_windows(scaled, window, 1)[ends - (window - 1)])
+
+
+def tolerance_from_manifest(parity: dict) -> ParityTolerance | None:
+    tol = parity.get("tolerance") if isinstance(parity, dict) else None
+    return ParityTolerance(**tol) if isinstance(tol, dict) else None
+
+
+def _parity_series(run, data, features) -> tuple[np.ndarray, np.ndarray | None]:
+    if data is None:
+        holdout = run.holdout()
+        return holdout.test, holdout.test_labels
+    from ..train.data import load_csv
+
+    from ..train.pipeline import default_label_column
+
+    ds = load_csv(data, features=list(features), label_column=default_label_column(str(data), None))
+    return ds.values, ds.labels

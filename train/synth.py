@@ -1,0 +1,309 @@
+"""The embedded default dataset: a simulated centrifugal pump station with labelled faults.
+
+It is what ``gru-edge`` trains on when the user brings no data, so it has to be deterministic,
+physically plausible and hard enough to need the cross-channel model, yet clear enough that a small
+GRU seeing 64-sample windows can learn every fault kind.
+
+The plant (1 sample per second):
+
+- the drive's speed follows set-points that change every few hundred seconds with smooth ramps,
+  plus a small control jitter that moves every hydraulic channel together;
+- flow and head are the intersection of the pump curve (scaled by the affinity laws) with a system
+  curve whose resistance wanders slowly (valves, demand);
+- motor current follows the hydraulic power, temperature is a slow first-order lag of the copper
+  losses (``I^2``), vibration RMS grows with the square of the speed;
+- every channel then gets white sensor noise.
+
+The faults are applied to the *measured* values, as a gateway would see them. Their layout is
+planned in cycles: the timeline after an anomaly-free lead (10 %) is cut into equal cycles that each
+hold one fault of every kind in shuffled order. With the default rows there are six cycles of 15 %
+each, whose borders fall on the 70 % and 85 % marks, so a time-ordered 70/15/15 split sees every kind
+in every part.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FEATURE_NAMES: tuple[str, ...] = ("pump_current", "pressure", "flow", "vibration", "temperature")
+FEATURE_UNITS: tuple[str, ...] = ("A", "bar", "m3/h", "mm/s", "degC")
+ANOMALY_KINDS: tuple[str, ...] = ("spike", "level_shift", "drift", "stuck", "noise_burst", "oscillation")
+
+START_TIME = np.datetime64("2026-01-01T00:00:00", "s")
+MIN_ROWS = 500
+
+_CURRENT, _PRESSURE, _FLOW, _VIBRATION, _TEMPERATURE = range(len(FEATURE_NAMES))
+
+# White sensor noise, one sigma per channel (same order as FEATURE_NAMES).
+_NOISE_SIGMA = np.array([0.30, 0.03, 0.8, 0.05, 0.08])
+# The unit fault magnitudes are expressed in: the noise sigma, except for temperature, which is
+# smooth and spans tens of degrees, so a few-sigma glitch there would be invisible after scaling.
+_FAULT_UNIT = np.array([0.30, 0.03, 0.8, 0.05, 0.40])
+
+# Channels each fault may hit. Temperature is a 300 s lag of the current, so a 64-sample window
+# cannot tell a shifted, drifting, frozen or noisier temperature from a real one; only spikes are
+# fair game there.
+_CHANNELS: dict[str, tuple[int, ...]] = {
+    "spike": (_CURRENT, _PRESSURE, _FLOW, _VIBRATION, _TEMPERATURE),
+    "level_shift": (_CURRENT, _PRESSURE, _FLOW, _VIBRATION),
+    "drift": (_CURRENT, _PRESSURE, _FLOW),
+    "stuck": (_CURRENT, _PRESSURE, _FLOW, _VIBRATION),
+    "noise_burst": (_CURRENT, _PRESSURE, _FLOW, _VIBRATION),
+    "oscillation": (_PRESSURE, _VIBRATION),
+}
+
+# Fault lengths in samples (inclusive bounds) at full cycle size; spikes are never scaled.
+_LENGTHS: dict[str, tuple[int, int]] = {
+    "spike": (2, 5),
+    "level_shift": (20, 36),
+    "drift": (30, 50),
+    "stuck": (20, 36),
+    "noise_burst": (20, 36),
+    "oscillation": (20, 36),
+}
+
+_LEAD_FRACTION = 0.10  # no faults here: a clean stretch to settle on
+_CYCLE_ROWS = 1200  # rows holding one fault of every kind (~12 % of them anomalous)
+_MIN_CYCLE_ROWS = 420  # below this the faults would crowd out the normal data
+_HEAD_GAP = 64  # normal rows opening each cycle: one full window of context before any fault
+_MIN_GAP = 40  # normal rows after each fault
+
+# Plant constants.
+_H0 = 70.0  # shut-off head at full speed, m
+_H_STATIC = 10.0  # static head of the system, m
+_Q_RATED = 120.0  # m3/h at full speed and nominal resistance
+_H_RATED = 60.0  # m at the same point
+_PUMP_K = (_H0 - _H_RATED) / _Q_RATED**2
+_SYSTEM_K = (_H_RATED - _H_STATIC) / _Q_RATED**2
+_RHO_G = 1000.0 * 9.81
+_BAR_PER_M = _RHO_G / 1e5
+_EFFICIENCY = 0.72
+_VOLTS, _POWER_FACTOR = 400.0, 0.86
+_NO_LOAD_AMPS = 6.0
+_RATED_AMPS = 52.0
+_TEMP_RISE = 35.0  # winding rise over ambient at rated current, K
+_TEMP_TAU = 300.0  # thermal time constant, s
+
+
+@dataclass(frozen=True)
+class SynthSeries:
+    """A generated series: ``features[i]`` was sampled at ``timestamps[i]`` and carries ``labels[i]``."""
+
+    timestamps: list[str]
+    features: np.ndarray  # [n, 5] float64, columns in feature_names order
+    feature_names: tuple[str, ...]
+    labels: np.ndarray  # [n] int8, 1 on every anomalous sample
+    kinds: list[tuple[str, int, int]]  # (kind, start, end_exclusive), in time order
+
+
+def generate(rows: int = 8000, seed: int = 0) -> SynthSeries:
+    """Simulate ``rows`` seconds of the pump station with labelled faults (pure and deterministic)."""
+    if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)):
+        raise TypeError(f"rows must be an int, got {type(rows).__name__}")
+    rows = int(rows)
+    if rows < MIN_ROWS:
+        raise ValueError(f"rows must be >= {MIN_ROWS} to hold an anomaly-free lead and every fault kind, got {rows}")
+    rng = np.random.default_rng(seed)
+
+    clean = _simulate_plant(rows, rng)
+    measured = clean + rng.normal(size=clean.shape) * _NOISE_SIGMA
+    faults = _plan_faults(rows, rng)
+    labels = np.zeros(rows, dtype=np.int8)
+    for kind, start, end in faults:
+        _apply_fault(measured, kind, start, end, rng)
+        labels[start:end] = 1
+
+    stamps = START_TIME + np.arange(rows, dtype=np.int64).astype("timedelta64[s]")
+    timestamps = [s + "Z" for s in np.datetime_as_string(stamps, unit="s").tolist()]
+    return SynthSeries(timestamps, measured, FEATURE_NAMES, labels, faults)
+
+
+def write_csv(series: SynthSeries, path: str | os.PathLike[str], delimiter: str = ",") -> None:
+    """Write ``timestamp,<features...>,label`` atomically: a crash leaves the old file or none, never half."""
+    if len(delimiter) != 1 or delimiter in ".-+eE0123456789:\"\r\n":
+        raise ValueError(f"delimiter must be one character that cannot appear in a value, got {delimiter!r}")
+    n = len(series.timestamps)
+    if series.features.shape != (n, len(series.feature_names)) or series.labels.shape != (n,):
+        raise ValueError(
+            f"inconsistent series: {n} timestamps, features {series.features.shape}, labels {series.labels.shape}"
+        )
+    path = Path(path)
+    header = delimiter.join(("timestamp", *series.feature_names, "label"))
+    lines = [header]
+    for stamp, values, label in zip(series.timestamps, series.features.tolist(), series.labels.tolist()):
+        lines.append(delimiter.join((stamp, *(f"{v:.6g}" for v in values), "1" if label else "0")))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or Path("."))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write("\n".join(lines))
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+# --- the plant ------------------------------------------------------------------------------------
+
+
+def _simulate_plant(n: int, rng: np.random.Generator) -> np.ndarray:
+    speed = _speed_profile(n, rng)
+    resistance = _system_resistance(n, rng)
+    # Pump curve H = H0 s^2 - kp Q^2 meets system curve H = Hs + ks Q^2.
+    q = np.sqrt(np.maximum(_H0 * speed**2 - _H_STATIC, 0.0) / (_PUMP_K + _SYSTEM_K * resistance))
+    head = _H0 * speed**2 - _PUMP_K * q**2
+    hydraulic_w = _RHO_G * (q / 3600.0) * head
+    current = _NO_LOAD_AMPS + hydraulic_w / _EFFICIENCY / (math.sqrt(3.0) * _VOLTS * _POWER_FACTOR)
+    ambient = 24.0 + 2.0 * np.sin(2 * np.pi * (np.arange(n) / 86400.0 + rng.uniform()))
+    temperature = _first_order_lag(ambient + _TEMP_RISE * (current / _RATED_AMPS) ** 2, _TEMP_TAU)
+    vibration = 0.5 + 2.2 * speed**2
+    return np.column_stack([current, head * _BAR_PER_M, q, vibration, temperature])
+
+
+def _speed_profile(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Speed as a fraction of rated: set-points held a few hundred seconds, cosine ramps between."""
+    speed = np.empty(n)
+    level = rng.uniform(0.6, 1.0)
+    i = 0
+    while i < n:
+        hold = int(rng.integers(150, 500))
+        speed[i : i + hold] = level
+        i += hold
+        if i >= n:
+            break
+        # Always a visible step, so each set-point change is a real operating-point change.
+        target = level
+        while abs(target - level) < 0.1:
+            target = rng.uniform(0.55, 1.0)
+        ramp = int(rng.integers(20, 60))
+        shape = 0.5 - 0.5 * np.cos(np.pi * np.arange(1, ramp + 1) / ramp)
+        speed[i : i + ramp] = (level + (target - level) * shape)[: n - i]
+        i += ramp
+        level = target
+    # Control jitter: an AR(1) around the set-point, shared by every hydraulic channel.
+    jitter = _ar1(n, phi=0.95, sigma=0.012, rng=rng)
+    return np.clip(speed + jitter, 0.5, 1.05)
+
+
+def _system_resistance(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Slow, smooth +-6 % wander of the system curve (valves, downstream demand)."""
+    t = np.arange(n)
+    periods = rng.uniform(1500.0, 6000.0, size=3)
+    phases = rng.uniform(0.0, 2 * np.pi, size=3)
+    weights = rng.dirichlet(np.ones(3))
+    wander = sum(w * np.sin(2 * np.pi * t / p + ph) for w, p, ph in zip(weights, periods, phases))
+    return 1.0 + 0.06 * wander
+
+
+def _ar1(n: int, phi: float, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Stationary AR(1) with marginal std ``sigma``."""
+    shocks = rng.normal(scale=sigma * math.sqrt(1.0 - phi * phi), size=n)
+    out = np.empty(n)
+    acc = rng.normal(scale=sigma)
+    for i, e in enumerate(shocks.tolist()):
+        acc = phi * acc + e
+        out[i] = acc
+    return out
+
+
+def _first_order_lag(target: np.ndarray, tau: float) -> np.ndarray:
+    """Exact discretisation of ``dT/dt = (target - T) / tau`` at 1 s, starting in equilibrium."""
+    alpha = 1.0 - math.exp(-1.0 / tau)
+    out = np.empty_like(target)
+    acc = float(target[0])
+    for i, v in enumerate(target.tolist()):
+        acc += alpha * (v - acc)
+        out[i] = acc
+    return out
+
+
+# --- the faults -----------------------------------------------------------------------------------
+
+
+def _plan_faults(n: int, rng: np.random.Generator) -> list[tuple[str, int, int]]:
+    """Non-overlapping fault segments, one of every kind per cycle, cycles spread over the series."""
+    lead = math.ceil(_LEAD_FRACTION * n)
+    region = n - lead
+    # A multiple of six cycles keeps cycle borders on the 70 % and 85 % marks (10 % + k * 15 %).
+    cycles = 6 * max(1, round(region / (6 * _CYCLE_ROWS)))
+    if region / cycles < _MIN_CYCLE_ROWS:
+        cycles = max(1, region // _MIN_CYCLE_ROWS)
+    cycle_rows = region / cycles
+    scale = min(1.5, cycle_rows / _CYCLE_ROWS)
+    head = min(_HEAD_GAP, round(0.1 * cycle_rows))
+    min_gap = max(8, round(_MIN_GAP * scale))
+
+    faults: list[tuple[str, int, int]] = []
+    for c in range(cycles):
+        begin = lead + round(c * cycle_rows)
+        end = lead + round((c + 1) * cycle_rows)
+        order = rng.permutation(len(ANOMALY_KINDS))
+        kinds = [ANOMALY_KINDS[k] for k in order]
+        lengths = [_draw_length(kind, scale, rng) for kind in kinds]
+        free = (end - begin) - head - sum(lengths) - min_gap * len(kinds)
+        if free < 0:  # unreachable with the constants above (MIN_ROWS and _MIN_CYCLE_ROWS keep room)
+            raise AssertionError(f"cycle of {end - begin} rows cannot hold faults of lengths {lengths}")
+        # Random normal stretch before each fault and after the last one.
+        shares = rng.dirichlet(np.full(len(kinds) + 1, 2.0))
+        extra = np.floor(shares * free).astype(int)
+        pos = begin + head
+        for kind, length, gap in zip(kinds, lengths, extra[:-1]):
+            pos += int(gap)
+            faults.append((kind, pos, pos + length))
+            pos += length + min_gap
+    return faults
+
+
+def _draw_length(kind: str, scale: float, rng: np.random.Generator) -> int:
+    lo, hi = _LENGTHS[kind]
+    if kind != "spike":
+        lo, hi = max(8, round(lo * scale)), max(10, round(hi * scale))
+    return int(rng.integers(lo, hi + 1))
+
+
+def _apply_fault(x: np.ndarray, kind: str, start: int, end: int, rng: np.random.Generator) -> None:
+    """Corrupt the measured values ``x[start:end]`` in place."""
+    length = end - start
+    channels = _CHANNELS[kind]
+    if kind == "spike":
+        hit = rng.choice(channels, size=int(rng.integers(1, 3)), replace=False)
+        for c in hit:
+            amplitude = rng.choice((-1.0, 1.0)) * rng.uniform(10.0, 16.0) * _FAULT_UNIT[c]
+            x[start:end, c] += amplitude * rng.uniform(0.75, 1.0, size=length)
+    elif kind == "level_shift":
+        c = int(rng.choice(channels))
+        x[start:end, c] += rng.choice((-1.0, 1.0)) * rng.uniform(8.0, 12.0) * _FAULT_UNIT[c]
+    elif kind == "drift":
+        c = int(rng.choice(channels))
+        final = rng.choice((-1.0, 1.0)) * rng.uniform(14.0, 20.0) * _FAULT_UNIT[c]
+        x[start:end, c] += final * np.arange(1, length + 1) / length
+    elif kind == "stuck":
+        c = int(rng.choice(channels))
+        x[start:end, c] = x[start - 1, c]
+    elif kind == "noise_burst":
+        c = int(rng.choice(channels))
+        factor = rng.uniform(5.0, 10.0)
+        # Added noise on top of the existing noise gives a total sigma of factor * sigma.
+        x[start:end, c] += rng.normal(scale=_NOISE_SIGMA[c] * math.sqrt(factor**2 - 1.0), size=length)
+    elif kind == "oscillation":
+        # Cavitation: a new periodic component on vibration, pressure or both.
+        which = int(rng.integers(3))
+        hit = [channels[which]] if which < 2 else list(channels)
+        period = rng.uniform(4.0, 10.0)
+        phase = rng.uniform(0.0, 2 * np.pi)
+        wave = np.sin(2 * np.pi * np.arange(length) / period + phase)
+        for c in hit:
+            x[start:end, c] += rng.uniform(6.0, 9.0) * _FAULT_UNIT[c] * wave
+    else:  # pragma: no cover - ANOMALY_KINDS and this function are edited together
+        raise ValueError(f"unknown fault kind {kind!r}; expected one of {ANOMALY_KINDS}")
