@@ -89,6 +89,9 @@ class Manifest:
     parity: dict = field(default_factory=dict)
     device: str | None = None
     notes: dict = field(default_factory=dict)  # free-form provenance (e.g. why a quantization was chosen)
+    # Alarm rules the gateway loop applies on top of per-sample decisions, e.g.
+    # {"min_consecutive": 3, "suppress_samples": 600}; empty = every anomalous sample is an alarm.
+    alarm: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -201,7 +204,7 @@ def _build(d: dict) -> Manifest:
             )
     golden = Golden(probes=probes, atol=float(g["atol"]))
     rest = {k: d[k] for k in ("name", "toolkit_version", "created_at", "source_model_sha256",
-                              "training_metrics", "parity", "device", "notes", "schema_version") if k in d}
+                              "training_metrics", "parity", "device", "notes", "alarm", "schema_version") if k in d}
     return Manifest(features=features, window=window, stride=stride, scaler=scaler, score=score,
                     models=models, files=files, golden=golden, **rest)
 
