@@ -67,7 +67,10 @@ class ParityReport:
 
 
 def compare_scores(reference: np.ndarray, candidate: np.ndarray, threshold: float, tolerance: ParityTolerance,
-                   labels: np.ndarray | None = None, variant: str = "candidate") -> ParityReport:
+                   labels: np.ndarray | None = None, variant: str = "candidate",
+                   candidate_threshold: float | None = None) -> ParityReport:
+    """``threshold`` decides for the reference; ``candidate_threshold`` (default: the same) for the candidate."""
+    cand_t = threshold if candidate_threshold is None else candidate_threshold
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
     if ref.shape != cand.shape or ref.ndim != 1:
@@ -76,11 +79,11 @@ def compare_scores(reference: np.ndarray, candidate: np.ndarray, threshold: floa
         raise ValueError("no windows to compare")
     diff = np.abs(ref - cand)
     diff = np.where(np.isfinite(diff), diff, np.inf)
-    agreement = float(np.mean((ref >= threshold) == (cand >= threshold)))
+    agreement = float(np.mean((ref >= threshold) == (cand >= cand_t)))
     f1_ref = f1_cand = None
     if labels is not None and np.any(labels):
         f1_ref = detection_metrics(labels, ref, threshold)["f1"]
-        f1_cand = detection_metrics(labels, cand, threshold)["f1"]
+        f1_cand = detection_metrics(labels, cand, cand_t)["f1"]
     report = ParityReport(variant, int(ref.size), float(diff.max()), float(diff.mean()), agreement, f1_ref, f1_cand,
                           tolerance)
     if report.max_abs_diff > tolerance.max_abs_diff:
@@ -118,8 +121,10 @@ def check_parity(run_dir: str | Path, bundle_dir: str | Path, data: str | Path |
     window_labels = None if labels is None else labels[ends]
     quantization = m.window_model.quantization
     tol = tolerance or tolerance_from_manifest(m.parity) or DEFAULT_TOLERANCE.get(quantization, DEFAULT_TOLERANCE["int8"])
-    return compare_scores(reference, candidate, m.score.threshold, tol, window_labels,
-                          variant=f"{Path(bundle_dir).name} ({m.window_model.format}, {quantization})")
+    # Keras decides with the run's threshold, the bundle with its own: a moved threshold is a difference too.
+    return compare_scores(reference, candidate, run.record.threshold, tol, window_labels,
+                          variant=f"{Path(bundle_dir).name} ({m.window_model.format}, {quantization})",
+                          candidate_threshold=m.score.threshold)
 
 
 def windows_ending_at(scaled: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
