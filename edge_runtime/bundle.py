@@ -14,6 +14,7 @@ import numpy as np
 from .fsutil import sha256_file
 from .manifest import MANIFEST_NAME, Manifest, ManifestError
 from .model_backend import ModelBackend, open_backend
+from .signing import SignatureError, verify_signature
 from .windows import sliding_windows
 
 
@@ -87,8 +88,22 @@ def self_test(manifest: Manifest, model: ModelBackend) -> SelfTestResult:
     return SelfTestResult(windows=count, max_abs_diff=worst, atol=manifest.golden.atol)
 
 
-def open_bundle(bundle_dir: str | Path, threads: int = 1, role: str = "window") -> tuple[Manifest, ModelBackend]:
-    """Manifest + a live model backend, only after hashes and the golden self-test pass."""
+def check_signature(bundle_dir: str | Path, key: bytes) -> None:
+    """Refuse a bundle that is unsigned or not signed with ``key`` (HMAC over manifest.json)."""
+    try:
+        verify_signature(bundle_dir, key)
+    except SignatureError as e:
+        raise BundleError(str(e)) from e
+
+
+def open_bundle(bundle_dir: str | Path, threads: int = 1, role: str = "window",
+                key: bytes | None = None) -> tuple[Manifest, ModelBackend]:
+    """Manifest + a live model backend, only after hashes and the golden self-test pass.
+
+    With ``key``, the signature is checked first: an unsigned or wrongly signed bundle is refused.
+    """
+    if key is not None:
+        check_signature(bundle_dir, key)
     manifest = read_manifest(bundle_dir)
     verify_files(bundle_dir, manifest)
     spec = manifest.models.get(role)

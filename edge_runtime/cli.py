@@ -14,7 +14,9 @@ from typing import TextIO
 
 from .bundle import BundleError
 from .csv_input import CsvRowReader, InputError, RowError
+from .multistream import MultiStreamScorer, rows_with_stream
 from .scorer import Scorer
+from .watch import add_loop_arguments, run_loop, wants_loop
 
 EXIT_OK, EXIT_BAD_BUNDLE, EXIT_BAD_INPUT = 0, 2, 3
 
@@ -24,20 +26,41 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edge-score",
         description="Score a sensor stream with a gru-edge bundle: one JSON line per scored sample.",
     )
-    p.add_argument("bundle", help="bundle directory (holds manifest.json)")
+    p.add_argument("bundle", nargs="?", default=None,
+                   help="bundle directory (holds manifest.json); omit with --watch GATEWAY_DIR")
     p.add_argument("--input", "-i", default="-", help="CSV file with a header, or - for stdin (default)")
     p.add_argument("--delimiter", default=None, help="field delimiter (default: sniffed from the header)")
     p.add_argument("--timestamp-column", default=None, help="column echoed as 'timestamp' (default: auto)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
     p.add_argument("--only-anomalies", action="store_true", help="print only samples flagged anomalous")
+    p.add_argument("--mode", choices=("exact", "stateful"), default="exact",
+                   help="exact: rescore the whole window per sample (default, equals batch scoring); stateful: "
+                        "one GRU step per sample with the bundle's step model (see the manifest's parity.stateful "
+                        "for how far it departs from exact)")
+    p.add_argument("--stream-column", default=None, metavar="NAME",
+                   help="column naming the stream (e.g. pump id) each row belongs to: every stream keeps its own "
+                        "window or state; records carry 'stream' and per-stream 'index'")
     p.add_argument("--quiet", "-q", action="store_true", help="no summary on stderr")
+    add_loop_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "bench":  # `edge-score bench BUNDLE...`: measure, not score (see bench.py)
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if wants_loop(args):  # --watch, MQTT, alarms, signatures, health: the long-lived loop
+        return run_loop(args)
+    if args.bundle is None:
+        parser.error("give a BUNDLE directory, or --watch GATEWAY_DIR")
     try:
         scorer = Scorer(args.bundle, threads=args.threads)
+        if args.mode == "stateful":
+            scorer.step_model()  # verified and self-tested now, so a bundle without one is refused up front
     except BundleError as e:
         print(f"edge-score: refusing bundle: {e}", file=sys.stderr)
         return EXIT_BAD_BUNDLE
@@ -61,19 +84,26 @@ def main(argv: list[str] | None = None) -> int:
 def score_stream(scorer: Scorer, stream: TextIO, source: str, out: TextIO, err: TextIO, args) -> dict:
     reader = CsvRowReader.open(stream, source, features=scorer.features, timestamp_column=args.timestamp_column,
                                delimiter=args.delimiter)
-    live = scorer.stream()
+    mode = getattr(args, "mode", "exact")
+    stream_column = getattr(args, "stream_column", None)
+    if stream_column:
+        multi = MultiStreamScorer(scorer, mode)
+        rows = rows_with_stream(reader, stream_column)
+    else:
+        live = scorer.stream(mode)
+        rows = ((None, row) for row in reader)
     # On a pipe every line is flushed as it is scored (a live loop); into a file, output is buffered.
     flush = source == "<stdin>" or out.isatty()
     counts = {"lines": 0, "samples": 0, "scored": 0, "anomalies": 0, "bad_lines": 0}
     started = time.perf_counter()
-    for row in reader:
+    for stream_id, row in rows:
         counts["lines"] += 1
         if isinstance(row, RowError):
             counts["bad_lines"] += 1
             print(f"edge-score: skipped {row.message}", file=err)
             continue
         try:
-            event = live.push(row.values)
+            event = live.push(row.values) if stream_id is None else multi.push(stream_id, row.values)
         except ValueError as e:  # a sample the model must not see (e.g. non-finite): skip it, keep the loop
             counts["bad_lines"] += 1
             print(f"edge-score: skipped {source}, line {row.line}: {e}", file=err)
@@ -86,6 +116,8 @@ def score_stream(scorer: Scorer, stream: TextIO, source: str, out: TextIO, err: 
         if args.only_anomalies and not event.anomaly:
             continue
         record = {"index": event.index, "line": row.line}
+        if stream_id is not None:
+            record["stream"] = stream_id
         if row.timestamp is not None:
             record["timestamp"] = row.timestamp
         record["score"] = event.score

@@ -31,6 +31,7 @@ class Scorer:
         self.bundle_dir = str(bundle_dir)
         self.threads = int(threads)
         self._manifest, self._model = open_bundle(self.bundle_dir, threads=self.threads)
+        self._step = None  # the step model, opened on first stateful use
 
     # Pickling carries the path, not the session: the receiving process verifies and opens it itself.
     def __getstate__(self) -> dict:
@@ -84,8 +85,23 @@ class Scorer:
     def is_anomaly(self, scores: np.ndarray) -> np.ndarray:
         return np.asarray(scores) >= self.threshold
 
-    def stream(self) -> "StreamScorer":
-        return StreamScorer(self)
+    def stream(self, mode: str = "exact"):
+        """A streaming scorer: ``"exact"`` rescores the window (default), ``"stateful"`` runs one GRU step per sample."""
+        if mode == "exact":
+            return StreamScorer(self)
+        if mode == "stateful":
+            from .stateful import StatefulStreamScorer
+
+            return StatefulStreamScorer(self, self.step_model())
+        raise ValueError(f"unknown streaming mode {mode!r}; expected 'exact' or 'stateful'")
+
+    def step_model(self):
+        """The bundle's single-step model (verified and self-tested on first use)."""
+        if self._step is None:
+            from .stateful import open_step_model
+
+            self._step = open_step_model(self.bundle_dir, self._manifest, threads=self.threads)
+        return self._step
 
     def _run_scaled(self, scaled_windows: np.ndarray) -> np.ndarray:
         return np.asarray(self._model.run(scaled_windows), dtype=np.float64).reshape(scaled_windows.shape[0], -1)[:, 0]
@@ -119,18 +135,70 @@ class StreamScorer:
             raise ValueError(f"expected {self._ring.shape[1]} values per sample, got shape {list(row.shape)}")
         if not np.all(np.isfinite(row)):
             raise ValueError("sample holds NaN or infinite values")
-        scaled = self._scaler.transform(row)
+        window = self.advance(self._scaler.transform(row))
+        if window is None:
+            return None
+        score = float(self._scorer._run_scaled(window[None, :, :])[0])
+        return ScoreEvent(index=self._count - 1, score=score, anomaly=score >= self._threshold)
+
+    def advance(self, scaled_row: np.ndarray) -> np.ndarray | None:
+        """Take one scaled, checked sample; return the window it completes (a view of the ring, valid until
+        the next sample) or None. For callers that batch windows of many streams into one model call."""
         slot = self._count % self._window
-        self._ring[slot] = scaled
-        self._ring[slot + self._window] = scaled
+        self._ring[slot] = scaled_row
+        self._ring[slot + self._window] = scaled_row
         index = self._count
         self._count += 1
         if not is_window_end(index, self._window, self._stride):
             return None
         start = (slot + 1) % self._window
-        window = self._ring[start : start + self._window]
-        score = float(self._scorer._run_scaled(window[None, :, :])[0])
-        return ScoreEvent(index=index, score=score, anomaly=score >= self._threshold)
+        return self._ring[start : start + self._window]
+
+    def push_many(self, samples) -> list[ScoreEvent]:
+        """A burst of raw samples ``[m, F]``: every window it completes is scored in one model call.
+
+        Gives the events ``push`` would give one by one (the same windows through the same model).
+        """
+        indices, windows = self.append_burst(samples)
+        if not indices:
+            return []
+        scores = self._scorer._run_scaled(windows)
+        return [ScoreEvent(index=i, score=float(v), anomaly=bool(v >= self._threshold)) for i, v in zip(indices, scores)]
+
+    def append_burst(self, samples) -> tuple[list[int], np.ndarray]:
+        """Take a burst into the ring; return the sample indices that complete a window and those scaled
+        windows ``[k, T, F]`` (a copy), unscored, so callers can batch windows of several streams in one call."""
+        rows = self._scaler.transform(validate_samples(samples, self._ring.shape[1]))
+        w, m, first = self._window, rows.shape[0], self._count
+        start = first % w
+        kept = min(first, w - 1)  # earlier samples the burst's first windows still need
+        history = np.concatenate([self._ring[start + w - kept : start + w], rows]) if kept else rows
+        indices = [first + j for j in range(m) if is_window_end(first + j, w, self._stride)]
+        # Window ending at sample i starts at history row (i - first + kept) - (w - 1).
+        starts = np.array([i - first + kept - (w - 1) for i in indices], dtype=np.int64)
+        windows = sliding_windows(history, w, 1)[starts] if indices else np.empty((0, w, rows.shape[1]), np.float32)
+        tail = rows[-w:]
+        slots = (first + m - len(tail) + np.arange(len(tail))) % w
+        self._ring[slots] = tail
+        self._ring[slots + w] = tail
+        self._count = first + m
+        return indices, np.ascontiguousarray(windows, dtype=np.float32)
 
     def reset(self) -> None:
         self._count = 0
+
+
+def validate_samples(samples, n_features: int) -> np.ndarray:
+    """A burst of raw samples as float32 ``[m, F]``, or a ValueError naming the first bad one.
+
+    Checked before anything is consumed, so a bad burst leaves the stream as it was.
+    """
+    rows = np.asarray(samples, dtype=np.float32)
+    if rows.size == 0:  # an empty burst, however it is shaped
+        return np.empty((0, n_features), dtype=np.float32)
+    if rows.ndim != 2 or rows.shape[1] != n_features:
+        raise ValueError(f"expected a burst of samples of shape [m, {n_features}], got shape {list(rows.shape)}")
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"sample {int(np.argmin(finite))} of the burst holds NaN or infinite values")
+    return rows

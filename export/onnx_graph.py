@@ -7,7 +7,9 @@ than exported approximately.
 
 Graph: ``windows`` [N, T, F] -> Transpose to time-major (onnxruntime's CPU GRU rejects layout=1)
 -> GRU (layout=0) per Keras layer -> last layer's ``Y_h`` [N, u] -> head -> ``score``.
-The head is built separately (``_dense_head``) so other heads can be attached to the same GRU stack.
+The head is built separately (``_dense_head``) so other heads can be attached to the same GRU stack:
+``keras_to_error_onnx`` attaches a per-step Dense forecaster and computes the normal-only anomaly score
+(standardised forecast error) in-graph.
 
 Keras is never imported here: the model object carries everything needed.
 """
@@ -170,7 +172,10 @@ def _linear_layers(model) -> list:
     return layers
 
 
-def _parse(model) -> tuple[list[_GruSpec], _DenseSpec]:
+def _parse(model, sequence_output: bool | None = None) -> tuple[list[_GruSpec], _DenseSpec]:
+    """GRU specs and the Dense head. ``sequence_output=True``: the last GRU must return sequences and the
+    Dense applies at every step (a forecaster, see ``keras_to_error_onnx``); ``False``: the Dense scores the
+    last state (a classifier); ``None`` accepts either (for callers that only inspect the layers)."""
     grus: list[_GruSpec] = []
     head: _DenseSpec | None = None
     for layer in _linear_layers(model):
@@ -188,10 +193,15 @@ def _parse(model) -> tuple[list[_GruSpec], _DenseSpec]:
         elif kind == "Dense":
             if not grus:
                 raise UnsupportedModelError(f"layer {layer.name!r} (Dense) comes before any GRU layer")
-            if grus[-1].return_sequences:
+            if grus[-1].return_sequences and sequence_output is False:
                 raise UnsupportedModelError(
                     f"layer {grus[-1].name!r} (GRU): return_sequences=True on the last GRU cannot be exported "
                     "(the head scores the last hidden state; set return_sequences=False)"
+                )
+            if sequence_output is True and not grus[-1].return_sequences:
+                raise UnsupportedModelError(
+                    f"layer {grus[-1].name!r} (GRU): a forecaster's last GRU needs return_sequences=True "
+                    "(its Dense forecasts at every step)"
                 )
             head = _dense_spec(layer)
         else:
@@ -214,8 +224,9 @@ def _gru_weights(spec: _GruSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray | N
     return w, r, b
 
 
-def _gru_stack(parts: GraphParts, specs: list[_GruSpec], x_time_major: str) -> str:
-    """Append one fused GRU node per spec; returns the name of the last layer's hidden state [N, u]."""
+def _gru_stack(parts: GraphParts, specs: list[_GruSpec], x_time_major: str, sequence: bool = False) -> str:
+    """Append one fused GRU node per spec; returns the name of the last layer's hidden state [N, u], or with
+    ``sequence`` its hidden state at every step, time-major [T, N, u]."""
     current = x_time_major  # [T, N, F]
     for i, spec in enumerate(specs):
         w, r, b = _gru_weights(spec)
@@ -224,7 +235,7 @@ def _gru_stack(parts: GraphParts, specs: list[_GruSpec], x_time_major: str) -> s
         if b is not None:
             inputs.append(parts.const(f"{prefix}_B", b))
         # ONNX's optional B defaults to zeros, which is exactly Keras use_bias=False.
-        last = i == len(specs) - 1
+        last = i == len(specs) - 1 and not sequence
         y, y_h = f"{prefix}_Y", f"{prefix}_Y_h"
         parts.nodes.append(
             helper.make_node(
@@ -249,6 +260,8 @@ def _gru_stack(parts: GraphParts, specs: list[_GruSpec], x_time_major: str) -> s
         parts.nodes.append(
             helper.make_node("Squeeze", [y, parts.const(f"{prefix}_axes", np.array([1], np.int64))], [current])
         )
+    if sequence and specs:
+        return current
     raise AssertionError("unreachable: specs is non-empty")
 
 
@@ -273,14 +286,8 @@ def _dense_head(parts: GraphParts, spec: _DenseSpec, hidden: str, output: str) -
     return k
 
 
-def keras_to_fused_onnx(model, name: str = "gru-edge") -> onnx.ModelProto:
-    """Fused-GRU ONNX graph of ``Input[None, T, F] -> GRU... -> Dense(k, sigmoid|linear)``.
-
-    Input ``windows`` float32 [N, T, F] (N symbolic; T symbolic only when the Keras input leaves it open);
-    output ``score`` float32 [N] for a one-unit head, [N, k] otherwise.
-    Raises ``UnsupportedModelError`` for any layer or setting without an exact mapping.
-    """
-    grus, head = _parse(model)
+def _input_dims(model, grus: list[_GruSpec]) -> tuple[int, int | str]:
+    """(F, T) of the model input; T is the symbolic "T" when the Keras input leaves it open."""
     in_shape = tuple(model.inputs[0].shape)
     if len(in_shape) != 3 or in_shape[2] is None:
         raise UnsupportedModelError(f"model {model.name!r}: input shape {in_shape} is not [batch, T, F] with F fixed")
@@ -292,7 +299,18 @@ def keras_to_fused_onnx(model, name: str = "gru-edge") -> onnx.ModelProto:
         raise UnsupportedModelError(
             f"layer {grus[0].name!r} (GRU): kernel has {grus[0].kernel.shape[0]} input rows, input has {n_features} features"
         )
-    time_dim = "T" if in_shape[1] is None else int(in_shape[1])
+    return n_features, "T" if in_shape[1] is None else int(in_shape[1])
+
+
+def keras_to_fused_onnx(model, name: str = "gru-edge") -> onnx.ModelProto:
+    """Fused-GRU ONNX graph of ``Input[None, T, F] -> GRU... -> Dense(k, sigmoid|linear)``.
+
+    Input ``windows`` float32 [N, T, F] (N symbolic; T symbolic only when the Keras input leaves it open);
+    output ``score`` float32 [N] for a one-unit head, [N, k] otherwise.
+    Raises ``UnsupportedModelError`` for any layer or setting without an exact mapping.
+    """
+    grus, head = _parse(model, sequence_output=False)
+    n_features, time_dim = _input_dims(model, grus)
 
     parts = GraphParts()
     parts.nodes.append(helper.make_node("Transpose", [INPUT_NAME], ["windows_tm"], perm=[1, 0, 2]))
@@ -311,6 +329,92 @@ def keras_to_fused_onnx(model, name: str = "gru-edge") -> onnx.ModelProto:
     )
     onnx_model.doc_string = (
         f"fused-gru: {len(grus)} GRU layer(s) {[g.units for g in grus]} -> Dense({k}, {head.activation}) "
+        f"from Keras model {model.name!r}"
+    )
+    onnx.checker.check_model(onnx_model, full_check=True)
+    return onnx_model
+
+
+def _error_score(parts: GraphParts, spec: _DenseSpec, sequence: str, windows_tm: str, error_head, output: str) -> None:
+    """Forecast-error score in-graph, the expression of ``gru_edge.train.normal_only.error_scores``.
+
+    ``sequence`` [T, N, u] are the last GRU's states and ``windows_tm`` [T, N, F] the input; the Dense
+    forecasts sample t + 1 from state t, so the last ``steps`` samples are forecast by states
+    T - steps - 1 .. T - 2. Writes ``output`` [N] = sqrt(mean over those samples and the features of
+    ((x - forecast - offset) / scale)^2).
+    """
+    k = int(error_head.steps)
+    n_features = int(spec.kernel.shape[1])
+    if len(error_head.scale) != n_features or len(error_head.offset) != n_features:
+        raise UnsupportedModelError(
+            f"error head has {len(error_head.scale)} scales for a forecaster of {n_features} features"
+        )
+    if error_head.target not in ("delta", "next"):
+        raise UnsupportedModelError(f"error head target {error_head.target!r} is not 'delta' or 'next'")
+    axis0 = parts.const("err_axis_t", np.array([0], np.int64))
+    before = (parts.const("err_prev_start", np.array([-k - 1], np.int64)), parts.const("err_prev_end", np.array([-1], np.int64)))
+    last = (parts.const("err_last_start", np.array([-k], np.int64)),
+            parts.const("err_last_end", np.array([np.iinfo(np.int64).max], np.int64)))
+    nodes = parts.nodes
+    nodes.append(helper.make_node("Slice", [sequence, *before, axis0], ["err_states"]))  # [k, N, u]
+    nodes.append(helper.make_node("MatMul", ["err_states", parts.const("head_kernel", spec.kernel)], ["err_dense"],
+                                  name=f"head_{spec.name}"))
+    current = "err_dense"
+    if spec.bias is not None:
+        nodes.append(helper.make_node("Add", [current, parts.const("head_bias", spec.bias)], ["err_dense_b"]))
+        current = "err_dense_b"
+    if spec.activation == "sigmoid":
+        nodes.append(helper.make_node("Sigmoid", [current], ["err_dense_act"]))
+        current = "err_dense_act"
+    if error_head.target == "delta":
+        nodes.append(helper.make_node("Slice", [windows_tm, *before, axis0], ["err_inputs"]))
+        nodes.append(helper.make_node("Add", [current, "err_inputs"], ["err_forecast"]))
+        current = "err_forecast"
+    nodes.append(helper.make_node("Slice", [windows_tm, *last, axis0], ["err_actual"]))  # [k, N, F]
+    nodes.append(helper.make_node("Sub", ["err_actual", current], ["err_raw"]))
+    offset = parts.const("err_offset", np.asarray(error_head.offset, np.float32))
+    scale = parts.const("err_scale", np.asarray(error_head.scale, np.float32))
+    nodes.append(helper.make_node("Sub", ["err_raw", offset], ["err_centred"]))
+    nodes.append(helper.make_node("Div", ["err_centred", scale], ["err_z"]))
+    nodes.append(helper.make_node("Mul", ["err_z", "err_z"], ["err_z2"]))
+    nodes.append(helper.make_node("ReduceMean", ["err_z2"], ["err_mean"], axes=[0, 2], keepdims=0))  # [N]
+    nodes.append(helper.make_node("Sqrt", ["err_mean"], [output]))
+
+
+def keras_to_error_onnx(model, error_head, name: str = "gru-edge") -> onnx.ModelProto:
+    """Fused-GRU ONNX graph of a normal-only forecaster ``Input[None, T, F] -> GRU(seq)... -> Dense(F)`` whose
+    output is the anomaly score itself (``error_head``: a ``gru_edge.train.normal_only.ErrorHead``).
+
+    Input ``windows`` float32 [N, T, F]; output ``score`` float32 [N]. So the runtime scores a forecaster's
+    bundle exactly like a classifier's.
+    """
+    grus, head = _parse(model, sequence_output=True)
+    n_features, time_dim = _input_dims(model, grus)
+    if head.kernel.shape[1] != n_features:
+        raise UnsupportedModelError(
+            f"layer {head.name!r} (Dense): forecasts {head.kernel.shape[1]} values per step, the input has {n_features} features"
+        )
+    if isinstance(time_dim, int) and not 1 <= int(error_head.steps) <= time_dim - 1:
+        raise UnsupportedModelError(f"error head steps {error_head.steps} must be between 1 and T - 1 = {time_dim - 1}")
+
+    parts = GraphParts()
+    parts.nodes.append(helper.make_node("Transpose", [INPUT_NAME], ["windows_tm"], perm=[1, 0, 2]))
+    sequence = _gru_stack(parts, grus, "windows_tm", sequence=True)
+    _error_score(parts, head, sequence, "windows_tm", error_head, OUTPUT_NAME)
+
+    graph = helper.make_graph(
+        parts.nodes,
+        name,
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [BATCH_DIM, time_dim, n_features])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [BATCH_DIM])],
+        initializer=parts.initializers,
+    )
+    onnx_model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="gru-edge", ir_version=IR_VERSION
+    )
+    onnx_model.doc_string = (
+        f"fused-gru forecaster: {len(grus)} GRU layer(s) {[g.units for g in grus]} -> Dense({n_features}) per step "
+        f"-> {error_head.target} forecast error of the last {error_head.steps} samples, standardised, RMS "
         f"from Keras model {model.name!r}"
     )
     onnx.checker.check_model(onnx_model, full_check=True)

@@ -26,7 +26,11 @@ DEFAULT_TOLERANCE = {
     "none": ParityTolerance(max_abs_diff=1e-5, min_decision_agreement=1.0, max_f1_drop=0.0),
     "fp16": ParityTolerance(max_abs_diff=2e-2, min_decision_agreement=0.995, max_f1_drop=0.01),
     "int8": ParityTolerance(max_abs_diff=1e-1, min_decision_agreement=0.995, max_f1_drop=0.01),
+    # TFLite dynamic-range int8 (int8 weights, float activations): judged like int8 weight storage.
+    "dynamic": ParityTolerance(max_abs_diff=1e-1, min_decision_agreement=0.995, max_f1_drop=0.01),
 }
+# An alarm onset of the candidate further than this from the reference's counts as missed / extra.
+ONSET_MATCH_WINDOWS = 64
 
 
 @dataclass
@@ -40,6 +44,8 @@ class ParityReport:
     f1_candidate: float | None
     tolerance: ParityTolerance
     failures: list = field(default_factory=list)
+    # How far the candidate moves alarm onsets (see ``onset_shift``); reported, not gated.
+    alarm_onsets: dict = field(default_factory=dict)
 
     @property
     def f1_delta(self) -> float | None:
@@ -59,10 +65,12 @@ class ParityReport:
 
     def summary(self) -> str:
         f1 = "" if self.f1_delta is None else f", F1 {self.f1_candidate:.4f} ({self.f1_delta:+.4f})"
+        onsets = self.alarm_onsets
+        shift = "" if not onsets.get("matched") else f", onsets max shift {onsets['max_abs_shift']}"
         verdict = "PASS" if self.passed else "FAIL: " + "; ".join(self.failures)
         return (
             f"{self.variant}: {self.windows} windows, max |diff| {self.max_abs_diff:.2e}, mean {self.mean_abs_diff:.2e}, "
-            f"decisions agree {100 * self.decision_agreement:.2f}%{f1} -> {verdict}"
+            f"decisions agree {100 * self.decision_agreement:.2f}%{f1}{shift} -> {verdict}"
         )
 
 
@@ -85,7 +93,7 @@ def compare_scores(reference: np.ndarray, candidate: np.ndarray, threshold: floa
         f1_ref = detection_metrics(labels, ref, threshold)["f1"]
         f1_cand = detection_metrics(labels, cand, cand_t)["f1"]
     report = ParityReport(variant, int(ref.size), float(diff.max()), float(diff.mean()), agreement, f1_ref, f1_cand,
-                          tolerance)
+                          tolerance, alarm_onsets=onset_shift(ref >= threshold, cand >= cand_t))
     if report.max_abs_diff > tolerance.max_abs_diff:
         report.failures.append(f"max |diff| {report.max_abs_diff:.2e} > {tolerance.max_abs_diff:.0e}")
     if agreement < tolerance.min_decision_agreement:
@@ -97,6 +105,46 @@ def compare_scores(reference: np.ndarray, candidate: np.ndarray, threshold: floa
     return report
 
 
+def alarm_onsets(decisions: np.ndarray) -> np.ndarray:
+    """Positions where an alarm starts (decision turns on; a leading alarm counts).
+
+    >>> alarm_onsets(np.array([1, 1, 0, 0, 1, 0, 1], bool)).tolist()
+    [0, 4, 6]
+    """
+    d = np.asarray(decisions, dtype=bool)
+    return np.flatnonzero(d & ~np.r_[False, d[:-1]])
+
+
+def onset_shift(reference: np.ndarray, candidate: np.ndarray, radius: int = ONSET_MATCH_WINDOWS) -> dict:
+    """Match each reference alarm onset to the nearest unmatched candidate onset within ``radius`` windows
+    (samples at stride 1) and report the shifts: positive = the candidate alarms later.
+
+    >>> r = onset_shift(np.array([0, 1, 1, 0, 0, 0, 1], bool), np.array([0, 0, 1, 0, 0, 0, 1], bool))
+    >>> r["matched"], r["max_abs_shift"], r["mean_abs_shift"], r["missed"], r["extra"]
+    (2, 1, 0.5, 0, 0)
+    """
+    ref, cand = alarm_onsets(reference), alarm_onsets(candidate)
+    free = list(cand)
+    shifts = []
+    for r in ref:
+        if not free:
+            break
+        nearest = min(free, key=lambda c: (abs(c - r), c))
+        if abs(nearest - r) <= radius:
+            shifts.append(int(nearest - r))
+            free.remove(nearest)
+    return {
+        "reference": int(len(ref)),
+        "candidate": int(len(cand)),
+        "matched": len(shifts),
+        "missed": int(len(ref) - len(shifts)),
+        "extra": len(free),
+        "mean_abs_shift": float(np.mean(np.abs(shifts))) if shifts else None,
+        "max_abs_shift": int(np.max(np.abs(shifts))) if shifts else None,
+        "mean_shift": float(np.mean(shifts)) if shifts else None,
+    }
+
+
 def check_parity(run_dir: str | Path, bundle_dir: str | Path, data: str | Path | None = None,
                  tolerance: ParityTolerance | None = None, max_windows: int = 4096) -> ParityReport:
     """Score the same windows with the run's Keras model and the bundle (through edge_runtime) and compare.
@@ -105,7 +153,7 @@ def check_parity(run_dir: str | Path, bundle_dir: str | Path, data: str | Path |
     the run's held-out test part is used. The tolerance defaults to the one recorded in the bundle.
     """
     from ..edge_runtime.scorer import Scorer
-    from ..train.model import predict_scores
+    from ..train.normal_only import reference_scores
     from ..train.record import open_run
 
     run = open_run(run_dir)
@@ -117,7 +165,7 @@ def check_parity(run_dir: str | Path, bundle_dir: str | Path, data: str | Path |
     ends, candidate = scorer.score_series(series, stride=1)
     ends, candidate = ends[-max_windows:], candidate[-max_windows:]
     windows = windows_ending_at(m.scaler.transform(series), ends, m.window)
-    reference = predict_scores(run.load_model(), windows)
+    reference = reference_scores(run.record, run.load_model(), windows)
     window_labels = None if labels is None else labels[ends]
     quantization = m.window_model.quantization
     tol = tolerance or tolerance_from_manifest(m.parity) or DEFAULT_TOLERANCE.get(quantization, DEFAULT_TOLERANCE["int8"])
@@ -125,6 +173,20 @@ def check_parity(run_dir: str | Path, bundle_dir: str | Path, data: str | Path |
     return compare_scores(reference, candidate, run.record.threshold, tol, window_labels,
                           variant=f"{Path(bundle_dir).name} ({m.window_model.format}, {quantization})",
                           candidate_threshold=m.score.threshold)
+
+
+def run_test_windows(run, max_windows: int = 4096) -> tuple[np.ndarray, np.ndarray | None]:
+    """The last ``max_windows`` stride-1 windows (scaled) of the run's held-out test part, in time order,
+    and their labels (None when the run had none): the windows every parity figure is measured on."""
+    from ..edge_runtime.windows import sliding_windows
+
+    holdout = run.holdout()
+    scaled = run.record.scaler.transform(holdout.test)
+    windows = np.ascontiguousarray(sliding_windows(scaled, run.record.window, 1)[-max_windows:])
+    labels = None
+    if holdout.test_labels is not None:
+        labels = holdout.test_labels[run.record.window - 1 :][-max_windows:]
+    return windows, labels
 
 
 def windows_ending_at(scaled: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:

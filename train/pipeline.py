@@ -22,6 +22,7 @@ from ..edge_runtime.windows import sliding_windows, window_labels
 from .data import Dataset, load_csv, time_split
 from .metrics import detection_metrics
 from .model import REFERENCE_UNITS, build_classifier, predict_scores
+from .normal_only import DEFAULT_STEPS
 from .record import HOLDOUT_NAME, MODEL_NAME, RECORD_NAME, Holdout, Run, TrainRecord
 from .thresholds import best_f1_threshold, far_threshold
 
@@ -55,6 +56,12 @@ class TrainConfig:
     target_far: float = 0.01
     seed: int = 0
     extra: dict = field(default_factory=dict)
+    # "classifier" learns labels; "normal-only" forecasts normal behaviour and scores the error
+    # (gru_edge.train.normal_only). The three fields below apply to normal-only only.
+    mode: str = "classifier"
+    target: str = "delta"  # forecast the next sample's change ("delta") or the sample itself ("next")
+    error_steps: int = DEFAULT_STEPS  # forecast errors of the window's last samples averaged into the score
+    threshold_factor: float = 1.0  # normal-only quantile rule: factor x the (1 - target_far) quantile
 
 
 def train(config: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = print) -> Run:
@@ -69,6 +76,13 @@ def train(config: TrainConfig, out_dir: str | Path, log: Callable[[str], None] =
     )
     for line in data.report.lines():
         log(f"data: {line}")
+    if config.mode == "normal-only":
+        from .normal_only_run import fit_normal_only
+
+        return fit_normal_only(config, data.values, data.labels, data.feature_names, _split(data, config), out_dir,
+                               log, source=str(config.data), cleaning=data.report.lines())
+    if config.mode != "classifier":
+        raise TrainError(f"unknown mode {config.mode!r}; expected 'classifier' or 'normal-only'")
     if data.labels is None:
         raise TrainError(
             f"{config.data}: no label column; the classifier needs 0/1 labels: pass --label-column NAME"

@@ -28,7 +28,7 @@ class RunError(ValueError):
 
 @dataclass
 class TrainRecord:
-    mode: str  # "classifier"
+    mode: str  # "classifier" or "normal-only"
     features: list
     window: int
     stride: int
@@ -49,6 +49,9 @@ class TrainRecord:
     cleaning: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
     duration_s: float = 0.0
+    # Normal-only runs: how forecast errors become the score (gru_edge.train.normal_only.ErrorHead.to_dict():
+    # target, smoothing steps, per-feature error offset and scale); empty for the classifier.
+    error_head: dict = field(default_factory=dict)
     record_version: int = RECORD_VERSION
 
     def to_json(self) -> str:

@@ -40,11 +40,22 @@ MIN_ROWS = 500
 
 _CURRENT, _PRESSURE, _FLOW, _VIBRATION, _TEMPERATURE = range(len(FEATURE_NAMES))
 
-# White sensor noise, one sigma per channel (same order as FEATURE_NAMES).
-_NOISE_SIGMA = np.array([0.30, 0.03, 0.8, 0.05, 0.08])
-# The unit fault magnitudes are expressed in: the noise sigma, except for temperature, which is
-# smooth and spans tens of degrees, so a few-sigma glitch there would be invisible after scaling.
-_FAULT_UNIT = np.array([0.30, 0.03, 0.8, 0.05, 0.40])
+# White sensor noise, one sigma per channel (same order as FEATURE_NAMES): ~1 % of reading for
+# current, pressure (pump pulsation) and flow, more for vibration RMS.
+_NOISE_SIGMA = np.array([0.6, 0.08, 1.5, 0.10, 0.1])
+# Typical spread of each channel in normal operation (its std over the operating cycles). Fault
+# magnitudes are multiples of it, because the model sees standardised channels: a fault worth a few
+# noise sigmas but a tenth of the spread is invisible to a small GRU that has seen only a handful of
+# examples. In engineering terms the faults below are ~10-25 % of reading.
+_SPREAD = np.array([7.3, 0.66, 9.7, 0.27, 3.6])
+# Multiples of _SPREAD (noise bursts: multiples of _NOISE_SIGMA).
+_MAGNITUDE: dict[str, tuple[float, float]] = {
+    "spike": (3.0, 4.5),
+    "level_shift": (1.8, 2.8),
+    "drift": (3.5, 4.5),  # reached at the segment's end
+    "noise_burst": (5.0, 10.0),
+    "oscillation": (1.2, 1.8),  # amplitude of the sinusoid
+}
 
 # Channels each fault may hit. Temperature is a 300 s lag of the current, so a 64-sample window
 # cannot tell a shifted, drifting, frozen or noisier temperature from a real one; only spikes are
@@ -53,7 +64,7 @@ _CHANNELS: dict[str, tuple[int, ...]] = {
     "spike": (_CURRENT, _PRESSURE, _FLOW, _VIBRATION, _TEMPERATURE),
     "level_shift": (_CURRENT, _PRESSURE, _FLOW, _VIBRATION),
     "drift": (_CURRENT, _PRESSURE, _FLOW),
-    "stuck": (_CURRENT, _PRESSURE, _FLOW, _VIBRATION),
+    "stuck": (_PRESSURE, _FLOW, _VIBRATION),
     "noise_burst": (_CURRENT, _PRESSURE, _FLOW, _VIBRATION),
     "oscillation": (_PRESSURE, _VIBRATION),
 }
@@ -73,6 +84,11 @@ _CYCLE_ROWS = 1200  # rows holding one fault of every kind (~12 % of them anomal
 _MIN_CYCLE_ROWS = 420  # below this the faults would crowd out the normal data
 _HEAD_GAP = 64  # normal rows opening each cycle: one full window of context before any fault
 _MIN_GAP = 40  # normal rows after each fault
+
+# Operating band of the drive (fraction of rated speed) and the smallest set-point change. The band
+# is that of a pressure-boosting duty: wide enough for real operating cycles, narrow enough that a
+# sensor fault of ~10 % of reading stands out against the normal spread of the channel.
+_SPEED_MIN, _SPEED_MAX, _MIN_STEP = 0.78, 1.0, 0.06
 
 # Plant constants.
 _H0 = 70.0  # shut-off head at full speed, m
@@ -165,7 +181,7 @@ def _simulate_plant(n: int, rng: np.random.Generator) -> np.ndarray:
     head = _H0 * speed**2 - _PUMP_K * q**2
     hydraulic_w = _RHO_G * (q / 3600.0) * head
     current = _NO_LOAD_AMPS + hydraulic_w / _EFFICIENCY / (math.sqrt(3.0) * _VOLTS * _POWER_FACTOR)
-    ambient = 24.0 + 2.0 * np.sin(2 * np.pi * (np.arange(n) / 86400.0 + rng.uniform()))
+    ambient = 24.0 + 0.5 * np.sin(2 * np.pi * (np.arange(n) / 86400.0 + rng.uniform()))
     temperature = _first_order_lag(ambient + _TEMP_RISE * (current / _RATED_AMPS) ** 2, _TEMP_TAU)
     vibration = 0.5 + 2.2 * speed**2
     return np.column_stack([current, head * _BAR_PER_M, q, vibration, temperature])
@@ -174,7 +190,7 @@ def _simulate_plant(n: int, rng: np.random.Generator) -> np.ndarray:
 def _speed_profile(n: int, rng: np.random.Generator) -> np.ndarray:
     """Speed as a fraction of rated: set-points held a few hundred seconds, cosine ramps between."""
     speed = np.empty(n)
-    level = rng.uniform(0.6, 1.0)
+    level = rng.uniform(_SPEED_MIN, _SPEED_MAX)
     i = 0
     while i < n:
         hold = int(rng.integers(150, 500))
@@ -184,26 +200,28 @@ def _speed_profile(n: int, rng: np.random.Generator) -> np.ndarray:
             break
         # Always a visible step, so each set-point change is a real operating-point change.
         target = level
-        while abs(target - level) < 0.1:
-            target = rng.uniform(0.55, 1.0)
+        while abs(target - level) < _MIN_STEP:
+            target = rng.uniform(_SPEED_MIN, _SPEED_MAX)
         ramp = int(rng.integers(20, 60))
         shape = 0.5 - 0.5 * np.cos(np.pi * np.arange(1, ramp + 1) / ramp)
         speed[i : i + ramp] = (level + (target - level) * shape)[: n - i]
         i += ramp
         level = target
     # Control jitter: an AR(1) around the set-point, shared by every hydraulic channel.
-    jitter = _ar1(n, phi=0.95, sigma=0.012, rng=rng)
-    return np.clip(speed + jitter, 0.5, 1.05)
+    jitter = _ar1(n, phi=0.9, sigma=0.015, rng=rng)
+    return speed + jitter
 
 
 def _system_resistance(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Slow, smooth +-6 % wander of the system curve (valves, downstream demand)."""
+    """Slow, smooth +-4 % wander of the system curve (valves, downstream demand)."""
     t = np.arange(n)
-    periods = rng.uniform(1500.0, 6000.0, size=3)
+    periods = rng.uniform(600.0, 2400.0, size=3)
     phases = rng.uniform(0.0, 2 * np.pi, size=3)
     weights = rng.dirichlet(np.ones(3))
     wander = sum(w * np.sin(2 * np.pi * t / p + ph) for w, p, ph in zip(weights, periods, phases))
-    return 1.0 + 0.06 * wander
+    # Plus fast demand fluctuations (consumers opening and closing): flow and pressure move against
+    # each other, which a frozen or noisy transmitter then fails to follow.
+    return 1.0 + 0.04 * wander + _ar1(n, phi=0.85, sigma=0.03, rng=rng)
 
 
 def _ar1(n: int, phi: float, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -279,31 +297,35 @@ def _apply_fault(x: np.ndarray, kind: str, start: int, end: int, rng: np.random.
     if kind == "spike":
         hit = rng.choice(channels, size=int(rng.integers(1, 3)), replace=False)
         for c in hit:
-            amplitude = rng.choice((-1.0, 1.0)) * rng.uniform(10.0, 16.0) * _FAULT_UNIT[c]
-            x[start:end, c] += amplitude * rng.uniform(0.75, 1.0, size=length)
+            amplitude = rng.choice((-1.0, 1.0)) * rng.uniform(*_MAGNITUDE[kind]) * _SPREAD[c]
+            x[start:end, c] += amplitude * rng.uniform(0.8, 1.0, size=length)
     elif kind == "level_shift":
         c = int(rng.choice(channels))
-        x[start:end, c] += rng.choice((-1.0, 1.0)) * rng.uniform(8.0, 12.0) * _FAULT_UNIT[c]
+        x[start:end, c] += rng.choice((-1.0, 1.0)) * rng.uniform(*_MAGNITUDE[kind]) * _SPREAD[c]
     elif kind == "drift":
         c = int(rng.choice(channels))
-        final = rng.choice((-1.0, 1.0)) * rng.uniform(14.0, 20.0) * _FAULT_UNIT[c]
+        final = rng.choice((-1.0, 1.0)) * rng.uniform(*_MAGNITUDE[kind]) * _SPREAD[c]
         x[start:end, c] += final * np.arange(1, length + 1) / length
     elif kind == "stuck":
         c = int(rng.choice(channels))
         x[start:end, c] = x[start - 1, c]
     elif kind == "noise_burst":
         c = int(rng.choice(channels))
-        factor = rng.uniform(5.0, 10.0)
-        # Added noise on top of the existing noise gives a total sigma of factor * sigma.
-        x[start:end, c] += rng.normal(scale=_NOISE_SIGMA[c] * math.sqrt(factor**2 - 1.0), size=length)
+        # Scale: 5-10 x the sensor noise, and never less than about the channel's spread, so a
+        # burst on a quiet channel is not lost in the normal operating swings.
+        scale = max(rng.uniform(*_MAGNITUDE[kind]) * _NOISE_SIGMA[c], rng.uniform(1.0, 1.4) * _SPREAD[c])
+        # Impulsive interference (EMI on the loop) rather than Gaussian: every sample of the burst
+        # is off by at least half the scale, so its first and last samples are as visible as the rest.
+        size = rng.uniform(0.5, 1.5, size=length) * rng.choice((-1.0, 1.0), size=length)
+        x[start:end, c] += scale * size
     elif kind == "oscillation":
         # Cavitation: a new periodic component on vibration, pressure or both.
         which = int(rng.integers(3))
         hit = [channels[which]] if which < 2 else list(channels)
-        period = rng.uniform(4.0, 10.0)
-        phase = rng.uniform(0.0, 2 * np.pi)
-        wave = np.sin(2 * np.pi * np.arange(length) / period + phase)
+        period = rng.uniform(5.0, 12.0)
+        # Starting on a crest makes the onset visible at once; cavitation sets in abruptly.
+        wave = rng.choice((-1.0, 1.0)) * np.cos(2 * np.pi * np.arange(length) / period)
         for c in hit:
-            x[start:end, c] += rng.uniform(6.0, 9.0) * _FAULT_UNIT[c] * wave
+            x[start:end, c] += rng.uniform(*_MAGNITUDE[kind]) * _SPREAD[c] * wave
     else:  # pragma: no cover - ANOMALY_KINDS and this function are edited together
         raise ValueError(f"unknown fault kind {kind!r}; expected one of {ANOMALY_KINDS}")

@@ -8,9 +8,12 @@ import os
 import click
 
 from .. import __version__
+from .bench_cmd import bench
 from .data_cmd import data
 from .demo_cmd import demo
+from .deploy_cmd import flash, rollback, sign, versions
 from .devices_cmd import devices
+from .evaluate_cmd import evaluate
 from .export_cmd import export
 from .parity_cmd import parity
 from .train_cmd import train
@@ -26,6 +29,17 @@ def cli() -> None:
 
 
 for command in (data, train, export, parity, devices, demo):
+    cli.add_command(command)
+
+# Speed and size of bundles against Keras and LiteRT.
+cli.add_command(bench)
+
+# Detection quality on SKAB and NAB against their leaderboards; score reports of a run.
+cli.add_command(evaluate)
+
+
+# Gateway deployment: flash, roll back, list versions, sign bundles.
+for command in (flash, rollback, versions, sign):
     cli.add_command(command)
 
 

@@ -27,9 +27,24 @@ from .options import parse_units
 @click.option("--target-far", default=0.01, show_default=True, help="false-alarm rate for --threshold far")
 @click.option("--max-gap", default=5, show_default=True, help="longest NaN gap (samples) interpolated")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--mode", type=click.Choice(["classifier", "normal-only"]), default="classifier", show_default=True,
+              help="classifier: learn 0/1 labels; normal-only: forecast normal data (label-0 rows, or all rows "
+                   "without labels) and score the standardised forecast error")
+@click.option("--target", type=click.Choice(["delta", "next"]), default="delta", show_default=True,
+              help="normal-only: forecast the next sample's change (delta) or the sample itself")
+@click.option("--error-steps", default=None, type=int,
+              help="normal-only: forecast errors of the window's last N samples averaged into one score "
+                   "[default: 16, at most window - 1]")
+@click.option("--threshold-factor", default=1.0, show_default=True,
+              help="normal-only without validation labels: threshold = factor x the (1 - target-far) quantile "
+                   "of normal validation scores")
+@click.option("--report", "report", is_flag=True,
+              help="write report/ into the run: score distribution of normal vs anomalous windows and the "
+                   "threshold (PNG needs the 'plots' extra)")
 @friendly_errors
 def train(data_csv, out, label_column, features, timestamp_column, delimiter, window, stride, train_stride, split,
-          units, epochs, batch_size, learning_rate, patience, threshold, target_far, max_gap, seed) -> None:
+          units, epochs, batch_size, learning_rate, patience, threshold, target_far, max_gap, seed, mode, target,
+          error_steps, threshold_factor, report) -> None:
     """Train the GRU detector on DATA_CSV; writes the Keras model and train.json into --out."""
     from ..train.pipeline import TrainConfig, train as run_training
 
@@ -39,11 +54,22 @@ def train(data_csv, out, label_column, features, timestamp_column, delimiter, wi
         timestamp_column=timestamp_column, delimiter=delimiter, window=window, stride=stride,
         train_stride=train_stride, split=_fractions(split), units=parse_units(units), epochs=epochs,
         batch_size=batch_size, learning_rate=learning_rate, patience=patience, threshold=threshold,
-        target_far=target_far, max_gap=max_gap, seed=seed,
+        target_far=target_far, max_gap=max_gap, seed=seed, mode=mode, target=target,
+        threshold_factor=threshold_factor,
     )
+    # The default smoothing fits any window; an explicit value is checked (and refused) by training.
+    config.error_steps = error_steps if error_steps is not None else min(config.error_steps, max(window - 1, 1))
     run = run_training(config, out, log=click.echo)
     t = run.record.metrics["test"]
-    click.echo(f"wrote {out}: test F1 {t['f1']:.3f} (precision {t['precision']:.3f}, recall {t['recall']:.3f})")
+    if "f1" in t:
+        click.echo(f"wrote {out}: test F1 {t['f1']:.3f} (precision {t['precision']:.3f}, recall {t['recall']:.3f})")
+    else:
+        click.echo(f"wrote {out}: test alarm rate {t['alarm_rate']:.4f} (no labels)")
+    if report:
+        from ..evaluate.report import training_report
+
+        page = training_report(run.dir)
+        click.echo(f"report: {page}")
 
 
 def _fractions(text: str) -> tuple[float, float, float]:

@@ -1,0 +1,1 @@
+"""Detection quality on public benchmarks (SKAB, NAB): protocols, scoring rules, leaderboards, reports."""
