@@ -42,12 +42,12 @@ _CURRENT, _PRESSURE, _FLOW, _VIBRATION, _TEMPERATURE = range(len(FEATURE_NAMES))
 
 # White sensor noise, one sigma per channel (same order as FEATURE_NAMES): ~1 % of reading for
 # current, pressure (pump pulsation) and flow, more for vibration RMS.
-_NOISE_SIGMA = np.array([0.6, 0.08, 1.5, 0.10, 0.1])
+_NOISE_SIGMA = np.array([0.8, 0.10, 3.0, 0.15, 0.1])
 # Typical spread of each channel in normal operation (its std over the operating cycles). Fault
 # magnitudes are multiples of it, because the model sees standardised channels: a fault worth a few
 # noise sigmas but a tenth of the spread is invisible to a small GRU that has seen only a handful of
 # examples. In engineering terms the faults below are ~10-25 % of reading.
-_SPREAD = np.array([7.3, 0.66, 9.7, 0.27, 3.6])
+_SPREAD = np.array([8.0, 0.72, 10.3, 0.31, 5.0])
 # Multiples of _SPREAD (noise bursts: multiples of _NOISE_SIGMA).
 _MAGNITUDE: dict[str, tuple[float, float]] = {
     "spike": (3.0, 4.5),
@@ -64,7 +64,7 @@ _CHANNELS: dict[str, tuple[int, ...]] = {
     "spike": (_CURRENT, _PRESSURE, _FLOW, _VIBRATION, _TEMPERATURE),
     "level_shift": (_CURRENT, _PRESSURE, _FLOW, _VIBRATION),
     "drift": (_CURRENT, _PRESSURE, _FLOW),
-    "stuck": (_PRESSURE, _FLOW, _VIBRATION),
+    "stuck": (_FLOW, _VIBRATION),
     "noise_burst": (_CURRENT, _PRESSURE, _FLOW, _VIBRATION),
     "oscillation": (_PRESSURE, _VIBRATION),
 }
@@ -72,12 +72,15 @@ _CHANNELS: dict[str, tuple[int, ...]] = {
 # Fault lengths in samples (inclusive bounds) at full cycle size; spikes are never scaled.
 _LENGTHS: dict[str, tuple[int, int]] = {
     "spike": (2, 5),
-    "level_shift": (20, 36),
-    "drift": (30, 50),
-    "stuck": (20, 36),
-    "noise_burst": (20, 36),
-    "oscillation": (20, 36),
+    "level_shift": (16, 32),
+    "drift": (24, 44),
+    "stuck": (16, 32),
+    "noise_burst": (16, 32),
+    "oscillation": (16, 32),
 }
+# Faults of each kind per cycle. The subtlest kind (a frozen channel shows itself only by missing
+# noise) and the cheapest (spikes cost a few rows) come twice, so a classifier sees more of them.
+_PER_CYCLE: dict[str, int] = {"spike": 2, "level_shift": 1, "drift": 1, "stuck": 2, "noise_burst": 1, "oscillation": 1}
 
 _LEAD_FRACTION = 0.10  # no faults here: a clean stretch to settle on
 _CYCLE_ROWS = 1200  # rows holding one fault of every kind (~12 % of them anomalous)
@@ -85,10 +88,11 @@ _MIN_CYCLE_ROWS = 420  # below this the faults would crowd out the normal data
 _HEAD_GAP = 64  # normal rows opening each cycle: one full window of context before any fault
 _MIN_GAP = 40  # normal rows after each fault
 
-# Operating band of the drive (fraction of rated speed) and the smallest set-point change. The band
-# is that of a pressure-boosting duty: wide enough for real operating cycles, narrow enough that a
-# sensor fault of ~10 % of reading stands out against the normal spread of the channel.
-_SPEED_MIN, _SPEED_MAX, _MIN_STEP = 0.78, 1.0, 0.06
+# Duty set-points of the drive (fraction of rated speed), as a pressure-boosting station runs them.
+# The band is narrow enough that a sensor fault of ~10-25 % of reading stands out against the normal
+# spread of the channel, and the levels recur, so every fault happens in an operating context that
+# the normal data also shows many times.
+_DUTY_LEVELS = (0.80, 0.85, 0.90, 0.95, 1.00)
 
 # Plant constants.
 _H0 = 70.0  # shut-off head at full speed, m
@@ -105,6 +109,7 @@ _NO_LOAD_AMPS = 6.0
 _RATED_AMPS = 52.0
 _TEMP_RISE = 35.0  # winding rise over ambient at rated current, K
 _TEMP_TAU = 300.0  # thermal time constant, s
+_AMBIENT = 24.0  # degC
 
 
 @dataclass(frozen=True)
@@ -181,16 +186,15 @@ def _simulate_plant(n: int, rng: np.random.Generator) -> np.ndarray:
     head = _H0 * speed**2 - _PUMP_K * q**2
     hydraulic_w = _RHO_G * (q / 3600.0) * head
     current = _NO_LOAD_AMPS + hydraulic_w / _EFFICIENCY / (math.sqrt(3.0) * _VOLTS * _POWER_FACTOR)
-    ambient = 24.0 + 0.5 * np.sin(2 * np.pi * (np.arange(n) / 86400.0 + rng.uniform()))
-    temperature = _first_order_lag(ambient + _TEMP_RISE * (current / _RATED_AMPS) ** 2, _TEMP_TAU)
+    temperature = _first_order_lag(_AMBIENT + _TEMP_RISE * (current / _RATED_AMPS) ** 2, _TEMP_TAU)
     vibration = 0.5 + 2.2 * speed**2
     return np.column_stack([current, head * _BAR_PER_M, q, vibration, temperature])
 
 
 def _speed_profile(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Speed as a fraction of rated: set-points held a few hundred seconds, cosine ramps between."""
+    """Speed as a fraction of rated: duty set-points held a few hundred seconds, cosine ramps between."""
     speed = np.empty(n)
-    level = rng.uniform(_SPEED_MIN, _SPEED_MAX)
+    level = float(rng.choice(_DUTY_LEVELS))
     i = 0
     while i < n:
         hold = int(rng.integers(150, 500))
@@ -198,30 +202,24 @@ def _speed_profile(n: int, rng: np.random.Generator) -> np.ndarray:
         i += hold
         if i >= n:
             break
-        # Always a visible step, so each set-point change is a real operating-point change.
-        target = level
-        while abs(target - level) < _MIN_STEP:
-            target = rng.uniform(_SPEED_MIN, _SPEED_MAX)
+        target = float(rng.choice([d for d in _DUTY_LEVELS if d != level]))
         ramp = int(rng.integers(20, 60))
         shape = 0.5 - 0.5 * np.cos(np.pi * np.arange(1, ramp + 1) / ramp)
         speed[i : i + ramp] = (level + (target - level) * shape)[: n - i]
         i += ramp
         level = target
     # Control jitter: an AR(1) around the set-point, shared by every hydraulic channel.
-    jitter = _ar1(n, phi=0.9, sigma=0.015, rng=rng)
-    return speed + jitter
+    return speed + _ar1(n, phi=0.9, sigma=0.015, rng=rng)
 
 
 def _system_resistance(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Slow, smooth +-4 % wander of the system curve (valves, downstream demand)."""
-    t = np.arange(n)
-    periods = rng.uniform(600.0, 2400.0, size=3)
-    phases = rng.uniform(0.0, 2 * np.pi, size=3)
-    weights = rng.dirichlet(np.ones(3))
-    wander = sum(w * np.sin(2 * np.pi * t / p + ph) for w, p, ph in zip(weights, periods, phases))
-    # Plus fast demand fluctuations (consumers opening and closing): flow and pressure move against
-    # each other, which a frozen or noisy transmitter then fails to follow.
-    return 1.0 + 0.04 * wander + _ar1(n, phi=0.85, sigma=0.03, rng=rng)
+    """Demand fluctuations (consumers opening and closing) around the nominal system curve.
+
+    Flow and pressure move against each other with them, which a frozen or noisy transmitter then
+    fails to follow. Stationary on purpose: a slow trend would give every fault a unique context a
+    classifier could memorise instead of the fault itself.
+    """
+    return 1.0 + _ar1(n, phi=0.85, sigma=0.03, rng=rng)
 
 
 def _ar1(n: int, phi: float, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -250,7 +248,7 @@ def _first_order_lag(target: np.ndarray, tau: float) -> np.ndarray:
 
 
 def _plan_faults(n: int, rng: np.random.Generator) -> list[tuple[str, int, int]]:
-    """Non-overlapping fault segments, one of every kind per cycle, cycles spread over the series."""
+    """Non-overlapping fault segments, every kind in every cycle, cycles spread over the series."""
     lead = math.ceil(_LEAD_FRACTION * n)
     region = n - lead
     # A multiple of six cycles keeps cycle borders on the 70 % and 85 % marks (10 % + k * 15 %).
@@ -266,8 +264,8 @@ def _plan_faults(n: int, rng: np.random.Generator) -> list[tuple[str, int, int]]
     for c in range(cycles):
         begin = lead + round(c * cycle_rows)
         end = lead + round((c + 1) * cycle_rows)
-        order = rng.permutation(len(ANOMALY_KINDS))
-        kinds = [ANOMALY_KINDS[k] for k in order]
+        pool = [kind for kind in ANOMALY_KINDS for _ in range(_PER_CYCLE[kind])]
+        kinds = [pool[k] for k in rng.permutation(len(pool))]
         lengths = [_draw_length(kind, scale, rng) for kind in kinds]
         free = (end - begin) - head - sum(lengths) - min_gap * len(kinds)
         if free < 0:  # unreachable with the constants above (MIN_ROWS and _MIN_CYCLE_ROWS keep room)
@@ -308,7 +306,10 @@ def _apply_fault(x: np.ndarray, kind: str, start: int, end: int, rng: np.random.
         x[start:end, c] += final * np.arange(1, length + 1) / length
     elif kind == "stuck":
         c = int(rng.choice(channels))
-        x[start:end, c] = x[start - 1, c]
+        # A transmitter that hangs usually freezes at a rail or a stale set-point, not exactly at the
+        # last good reading: a flat line away from the truth. (A freeze at the last reading is only
+        # visible once the process moves, which a 64-sample window of a steady pump rarely shows.)
+        x[start:end, c] = x[start - 1, c] + rng.choice((-1.0, 1.0)) * rng.uniform(1.0, 1.6) * _SPREAD[c]
     elif kind == "noise_burst":
         c = int(rng.choice(channels))
         # Scale: 5-10 x the sensor noise, and never less than about the channel's spread, so a
@@ -319,13 +320,11 @@ def _apply_fault(x: np.ndarray, kind: str, start: int, end: int, rng: np.random.
         size = rng.uniform(0.5, 1.5, size=length) * rng.choice((-1.0, 1.0), size=length)
         x[start:end, c] += scale * size
     elif kind == "oscillation":
-        # Cavitation: a new periodic component on vibration, pressure or both.
-        which = int(rng.integers(3))
-        hit = [channels[which]] if which < 2 else list(channels)
+        # Cavitation: a new periodic component on both vibration and pressure.
         period = rng.uniform(5.0, 12.0)
         # Starting on a crest makes the onset visible at once; cavitation sets in abruptly.
         wave = rng.choice((-1.0, 1.0)) * np.cos(2 * np.pi * np.arange(length) / period)
-        for c in hit:
+        for c in channels:
             x[start:end, c] += rng.uniform(*_MAGNITUDE[kind]) * _SPREAD[c] * wave
     else:  # pragma: no cover - ANOMALY_KINDS and this function are edited together
         raise ValueError(f"unknown fault kind {kind!r}; expected one of {ANOMALY_KINDS}")

@@ -12,12 +12,14 @@ from .options import parse_units
 @click.command()
 @click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False),
               help="working directory for data, run and bundles")
-@click.option("--rows", default=8000, show_default=True, help="rows of generated data")
-@click.option("--epochs", default=8, show_default=True, help="training epochs (early stopping may end sooner)")
+@click.option("--rows", default=20000, show_default=True, help="rows of generated data (1 s apart)")
+@click.option("--epochs", default=15, show_default=True, help="training epochs (early stopping may end sooner)")
+@click.option("--train-stride", default=2, show_default=True,
+              help="stride of training windows: 2 halves the epoch time while every fault is still seen")
 @click.option("--units", default="128,64", show_default=True, help="GRU stack (the reference model by default)")
 @click.option("--seed", default=0, show_default=True)
 @friendly_errors
-def demo(out: str, rows: int, epochs: int, units: str, seed: int) -> None:
+def demo(out: str, rows: int, epochs: int, train_stride: int, units: str, seed: int) -> None:
     """The main job on the embedded data: generate -> train -> export (fp32 + int8) -> parity -> stream-score."""
     from ..edge_runtime.scorer import Scorer
     from ..export.exporter import export
@@ -36,7 +38,8 @@ def demo(out: str, rows: int, epochs: int, units: str, seed: int) -> None:
     write_csv(generate(rows=rows, seed=seed), csv_path)
 
     step("train", "GRU classifier on a 70/15/15 time split")
-    run = train(TrainConfig(data=str(csv_path), units=parse_units(units), epochs=epochs, seed=seed), root / "run",
+    run = train(TrainConfig(data=str(csv_path), units=parse_units(units), epochs=epochs, train_stride=train_stride,
+                            seed=seed), root / "run",
                 log=lambda m: click.echo(f"    {m}"))
 
     bundles = {}

@@ -16,8 +16,4 @@ def parse_units(text: str) -> tuple[int, ...]:
     return units
 
 
-quantize_option = click.option(
-    "--quantize", type=click.Choice(["none", "fp16", "int8"]), default=None,
-    help="weight storage (default: the device profile's, else none)",
-)
 device_option = click.option("--device", default=None, help="device profile name (see `gru-edge devices`) or .toml path")
