@@ -37,18 +37,24 @@ def fold_weight_storage(opts) -> None:
     opts.add_session_config_entry("session.disable_quant_qdq", "1")
 
 
+def ort_session(source: str | Path | bytes, threads: int = 1):
+    """The one way gru-edge opens an onnxruntime session (bundle models, step models, export checks)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    # Gateways run one scoring loop per model: a fixed, small thread count keeps latency predictable.
+    opts.intra_op_num_threads = max(1, int(threads))
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    fold_weight_storage(opts)
+    model = source if isinstance(source, bytes) else str(source)
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
 class OnnxBackend:
     def __init__(self, path: Path, spec: ModelSpec, threads: int = 1):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        # Gateways run one scoring loop per model: a fixed, small thread count keeps latency predictable.
-        opts.intra_op_num_threads = max(1, int(threads))
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
-        fold_weight_storage(opts)
-        self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self._session = ort_session(path, threads)
         self._input = spec.input_name
         self._output = spec.output_name
         names = [i.name for i in self._session.get_inputs()]

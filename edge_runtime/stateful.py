@@ -19,7 +19,7 @@ import numpy as np
 
 from .bundle import BundleError, read_manifest, verify_files
 from .manifest import Manifest, ModelSpec
-from .model_backend import fold_weight_storage
+from .model_backend import ort_session
 from .scorer import ScoreEvent, validate_samples
 from .windows import is_window_end, sliding_windows
 
@@ -30,16 +30,7 @@ class StepModel:
     """One onnxruntime session of the step model; stateless itself (callers own the states)."""
 
     def __init__(self, source: str | Path | bytes, spec: ModelSpec | None = None, threads: int = 1):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(threads))
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
-        fold_weight_storage(opts)
-        model = source if isinstance(source, bytes) else str(source)
-        self._session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+        self._session = ort_session(source, threads)
         self.input_name = spec.input_name if spec else "x"
         self.output_name = spec.output_name if spec else "score"
         inputs = self._session.get_inputs()

@@ -65,14 +65,9 @@ def _backend(v: Variant) -> Callable[[np.ndarray], np.ndarray]:
         from ..edge_runtime.model_backend import TfliteBackend
 
         return TfliteBackend(None, None, threads=1, content=v.content).run
-    import onnxruntime as ort
+    from ..edge_runtime.model_backend import ort_session
 
-    from ..edge_runtime.model_backend import fold_weight_storage
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    fold_weight_storage(opts)  # as the runtime opens it
-    session = ort.InferenceSession(v.content, sess_options=opts, providers=["CPUExecutionProvider"])
+    session = ort_session(v.content)  # as the runtime opens it
     return lambda w: session.run([v.output_name], {v.input_name: w})[0]
 
 
