@@ -455,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=1.0, help="seconds spent per measurement (default 1.0)")
     p.add_argument("--json", dest="json_out", default=None, help="write the report as JSON ('-' for stdout)")
     p.add_argument("--markdown", dest="markdown_out", default=None, help="write the markdown table ('-' for stdout)")
+    p.add_argument("--write-profile", default=None, metavar="PROFILE.toml",
+                   help="run on the gateway itself: record the first bundle's p50 window latency as the "
+                        "profile's [measured] table, which fit checks then use instead of the speed-factor estimate")
     return p
 
 
@@ -469,7 +472,25 @@ def main(argv: list[str] | None = None) -> int:
     report = run_benchmarks(args.bundles, threads=args.threads, budget_s=args.budget,
                             log=lambda m: print(m, file=sys.stderr))
     write_outputs(report, args.json_out, args.markdown_out)
+    if args.write_profile:
+        from .device_profile import ProfileError, write_measured
+
+        first = report["models"][0]
+        latency_ms = first["latency_us"]["p50"] / 1000.0
+        try:
+            write_measured(args.write_profile, latency_ms, runtime=_runtime_label(),
+                           notes=f"{first['label']}, {args.threads} thread(s), p50 of single-window calls")
+        except (OSError, ProfileError) as e:
+            print(f"edge-score bench: cannot update {args.write_profile}: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote [measured] latency_ms_per_window = {latency_ms:.4g} into {args.write_profile}", file=sys.stderr)
     return 0
+
+
+def _runtime_label() -> str:
+    import onnxruntime
+
+    return f"onnxruntime {onnxruntime.__version__}, {platform.machine()}"
 
 
 def write_outputs(report: dict, json_out: str | None, markdown_out: str | None) -> None:

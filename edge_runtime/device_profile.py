@@ -11,6 +11,7 @@ silently pass a check it should fail.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tomllib
@@ -205,3 +206,38 @@ def _get(data: dict, key: str, spec: _Spec, source: str, table: str) -> Any:
     if not ok or (check is not None and not check(value)):
         raise ProfileError(f"{source}: key {full!r}: expected {expected}, got {value!r} ({type(value).__name__})")
     return value
+
+
+def write_measured(path: str | os.PathLike, latency_ms_per_window: float, runtime: str, notes: str = "") -> DeviceProfile:
+    """Record a latency measured on the real device as the profile's ``[measured]`` table.
+
+    The standard library reads TOML but does not write it, so the table is replaced as text: every other
+    line (and comment) of the file stays as it was. The new text must parse as a valid profile before it
+    replaces the file, atomically.
+    """
+    import datetime
+
+    from .fsutil import write_bytes_atomic
+
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept, skipping = [], False
+    for line in lines:
+        header = line.strip()
+        if header.startswith("[") and header.endswith("]"):
+            skipping = header == "[measured]"
+        if not skipping:
+            kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    today = datetime.date.today().isoformat()
+    kept += ["", "[measured]", "# Written by `edge-score bench --write-profile` on the device itself.",
+             f"latency_ms_per_window = {float(latency_ms_per_window):.6g}", f'measured_at = "{today}"',
+             f"runtime = {json.dumps(runtime)}", f"notes = {json.dumps(notes)}"]
+    text = "\n".join(kept) + "\n"
+    try:
+        profile = parse_profile(tomllib.loads(text), str(path))
+    except tomllib.TOMLDecodeError as e:  # the rest of the file was already broken: say so, change nothing
+        raise ProfileError(f"{path}: not valid TOML, left unchanged: {e}") from e
+    write_bytes_atomic(path, text.encode("utf-8"))
+    return profile

@@ -1,3 +1,4 @@
+import importlib.resources
 import dataclasses
 
 import pytest
@@ -104,3 +105,32 @@ def test_missing_parity_table(tmp_path):
 def test_missing_path():
     with pytest.raises(ProfileError, match="no such profile file"):
         load_profile("/nonexistent/x.toml")
+
+
+def test_write_measured_replaces_only_the_measured_table(tmp_path):
+    from gru_edge.edge_runtime.device_profile import load_profile, write_measured
+
+    src = importlib.resources.files("gru_edge.devices") / "rpi4.toml"
+    path = tmp_path / "rpi4.toml"
+    path.write_text(src.read_text() + "\n[measured]\nlatency_ms_per_window = 99.0\n")
+    before = load_profile(path)
+    profile = write_measured(path, 1.25, runtime="onnxruntime 1.31.1, aarch64", notes="test")
+    assert profile.measured.latency_ms_per_window == 1.25
+    assert load_profile(path).measured.latency_ms_per_window == 1.25
+    assert path.read_text().splitlines().count("[measured]") == 1
+    assert load_profile(path).parity == before.parity and "# Raspberry Pi 4" in path.read_text()
+    assert profile.estimated_latency_ms(0.3) == 1.25  # the device's own figure beats the speed-factor estimate
+
+
+def test_edge_score_bench_writes_the_profile(tiny_bundle, tmp_path):
+    from gru_edge.edge_runtime.bench import main
+    from gru_edge.edge_runtime.device_profile import load_profile
+
+    src = importlib.resources.files("gru_edge.devices") / "x86-gateway.toml"
+    path = tmp_path / "gw.toml"
+    path.write_text(src.read_text())
+    assert load_profile(path).measured is None
+    assert main([str(tiny_bundle), "--budget", "0.05", "--write-profile", str(path)]) == 0
+    measured = load_profile(path).measured
+    assert measured is not None and 0 < measured.latency_ms_per_window < 100
+    assert "onnxruntime" in measured.runtime
