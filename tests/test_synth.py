@@ -84,8 +84,8 @@ def test_faults_change_the_data(series: SynthSeries) -> None:
     np.testing.assert_array_equal(changed[series.labels == 0], False)
     for kind, start, end in series.kinds:
         if kind == "stuck":
-            # A frozen channel holds exactly one value for the whole segment.
-            frozen = [c for c in range(5) if np.ptp(series.features[start - 1 : end, c]) == 0.0]
+            # A frozen channel holds exactly one value for the whole segment (away from the last good one).
+            frozen = [c for c in range(5) if np.ptp(series.features[start:end, c]) == 0.0]
             assert len(frozen) == 1, (kind, start, end)
         else:
             assert diff[start:end].max() >= 3.0, (kind, start, end)
