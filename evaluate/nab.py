@@ -6,9 +6,16 @@ on the file's probationary rows only (the first min(15 %, 750) rows; the last qu
 normal validation data for the error scale and the file's own threshold); every later row is scored
 with a window reaching back only into past rows.
 
-The detector's output on a row is ``score / threshold`` of its file's own run: 1.0 is where that
-gateway would alarm. NAB then chooses one threshold on this output per profile for the whole corpus
-(its ``--optimize`` step), i.e. one multiplier of every file's own threshold.
+NAB then chooses one threshold on the detector output per profile for the whole corpus (its
+``--optimize`` step). Two outputs are scored from the same bundle scores:
+
+- plain: ``score / threshold`` of the file's own run (1.0 is where that gateway alarms), so the corpus
+  threshold is one multiplier of every file's own threshold;
+- adapted (the headline figures): a causal post-processing of the score stream, :func:`adapted_output`:
+  each score as a z-score against the file's own previous ``history`` scores, kept only when it is the
+  highest of the last ``hold`` rows. It reads past scores only (no labels, no look-ahead), like NAB's own
+  detectors' likelihood layers, and puts files with very different error levels on one scale; it runs on
+  top of the bundle's scores, not inside the bundle.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ class NabConfig:
     threshold_quantile: float = 0.99
     threshold_factor: float = 1.0
     seed: int = 0
+    history: int = 1000  # adapted output: scores z-scored against this many previous scores of the file
+    hold: int = 300  # adapted output: only a new maximum over this many previous rows can fire
 
     def train_config(self, name: str):
         from ..train.pipeline import TrainConfig
@@ -56,10 +65,15 @@ class NabConfig:
                            threshold_factor=self.threshold_factor, seed=self.seed)
 
 
+# Scores an adapted output needs before its z-scores mean anything; earlier rows output 0.
+MIN_HISTORY = 20
+
+
 @dataclass
 class NabResult:
     config: NabConfig
-    variants: dict  # variant -> {"standard", "low_fp", "low_fn", "thresholds": {...}, "raw": {...}}
+    # variant -> {"standard", "low_fp", "low_fn" (adapted output), "thresholds", "raw", "plain": {same for plain}}
+    variants: dict
     series: list  # per file: name, rows, windows, per-variant/profile raw score, detections, seconds, notes
     seconds: float
     notes: list = field(default_factory=list)
@@ -72,45 +86,102 @@ class NabResult:
 
 
 def detector_output(scores: SeriesScores, n_rows: int, variant: str) -> np.ndarray:
-    """Per-row detector output for NAB: the score relative to the file's own threshold; 0 before scoring starts."""
+    """The plain per-row output: the score relative to the file's own threshold; 0 before scoring starts."""
     out = np.zeros(n_rows, dtype=np.float64)
     out[scores.start :] = scores.scores[variant] / scores.threshold
+    return out
+
+
+def adapted_output(scores: np.ndarray, history: int, hold: int) -> np.ndarray:
+    """Causal post-processing of one file's score stream (row ``t`` uses rows ``<= t`` only).
+
+    ``z[t] = (s[t] - mean(s[t-history:t])) / std(s[t-history:t])``; then ``z[t]`` is kept when it exceeds
+    every ``z`` of the previous ``hold`` rows, else it becomes ``min(z[t], 0)``: one episode fires once,
+    at its start, instead of every row (NAB charges each row outside a window as a false positive).
+    The first ``MIN_HISTORY`` rows output 0.
+
+    >>> adapted_output(np.r_[np.tile([1.0, 2.0], 20), 9.0, 9.5, 1.0], history=40, hold=5)[-3:].round(2).tolist()
+    [15.0, 0.0, -0.5]
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    n = len(s)
+    out = np.zeros(n)
+    if n <= MIN_HISTORY:
+        return out
+    c = np.concatenate([[0.0], np.cumsum(s)])
+    c2 = np.concatenate([[0.0], np.cumsum(s * s)])
+    t = np.arange(MIN_HISTORY, n)
+    a = np.maximum(0, t - history)
+    count = t - a
+    mean = (c[t] - c[a]) / count
+    var = np.maximum((c2[t] - c2[a]) / count - mean * mean, 1e-12)
+    out[t] = (s[t] - mean) / np.sqrt(var)
+    if hold > 0:
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        previous = sliding_window_view(np.concatenate([np.full(hold, -np.inf), out]), hold)[:-1].max(axis=1)
+        repeat = out <= previous
+        out[repeat] = np.minimum(out[repeat], 0.0)
+    return out
+
+
+def adapted_detector_output(scores: SeriesScores, n_rows: int, variant: str, config: "NabConfig") -> np.ndarray:
+    """:func:`adapted_output` over the file's scored rows; 0 before scoring starts."""
+    out = np.zeros(n_rows, dtype=np.float64)
+    out[scores.start :] = adapted_output(scores.scores[variant], config.history, config.hold)
     return out
 
 
 def run_nab(root: str | Path, config: NabConfig | None = None, limit: int | None = None, jobs: int = 2,
             variants: tuple[str, ...] = VARIANTS, log: Callable[[str], None] = print) -> NabResult:
     config = config or NabConfig()
+    started = time.perf_counter()
+    results = score_corpus(root, config, limit, jobs, variants, log)
+    return summarise(results, config, variants, time.perf_counter() - started)
+
+
+def score_corpus(root: str | Path, config: NabConfig, limit: int | None = None, jobs: int = 2,
+                 variants: tuple[str, ...] = VARIANTS,
+                 log: Callable[[str], None] = print) -> list[tuple[SeriesScores, SeriesLabels]]:
+    """Train, export and score every series (the slow part)."""
     windows = nab_windows(root)
     files = spread(nab_files(root), limit)
-    started = time.perf_counter()
     args = [(str(path), str(root), windows, config) for path in files]
     results: list[tuple[SeriesScores, SeriesLabels]] = []
     for k, (scores, labels) in enumerate(run_jobs(_nab_job, args, jobs, variants), 1):
         results.append((scores, labels))
         log(f"[{k}/{len(files)}] {labels.name}: {labels.n_rows} rows, {len(labels.windows)} windows, "
             f"{sum(scores.seconds.values()):.0f}s" + ("; " + "; ".join(scores.notes) if scores.notes else ""))
+    return results
+
+
+def summarise(results: list[tuple[SeriesScores, SeriesLabels]], config: NabConfig,
+              variants: tuple[str, ...] = VARIANTS, seconds: float = 0.0) -> NabResult:
+    """Corpus thresholds per variant and profile, normalised scores, per-series figures (the fast part)."""
     summary, per_series = {}, {sc.name: {"name": sc.name, "rows": lb.n_rows, "windows": len(lb.windows),
                                          "threshold": sc.threshold,
                                          "seconds": {k: round(v, 2) for k, v in sc.seconds.items()}}
                                for sc, lb in results}
     for v in variants:
-        corpus = [(detector_output(sc, lb.n_rows, v), lb) for sc, lb in results]
-        summary[v] = {"thresholds": {}, "raw": {}}
+        summary[v] = {"thresholds": {}, "raw": {}, "plain": {"thresholds": {}, "raw": {}}}
+        adapted = [(adapted_detector_output(sc, lb.n_rows, v, config), lb) for sc, lb in results]
+        plain = [(detector_output(sc, lb.n_rows, v), lb) for sc, lb in results]
         for key, profile in PROFILES.items():
-            r = optimise_threshold(corpus, profile)
-            summary[v][key] = r.score
-            summary[v]["thresholds"][key] = r.threshold if np.isfinite(r.threshold) else None  # None: never fire
-            summary[v]["raw"][key] = r.raw
-            for s in r.series:
-                per_series[s.name].setdefault(v, {})[key] = {
-                    "raw": s.raw, "detected": s.detected_windows, "missed": s.missed_windows,
-                    "false_positives": s.false_positives}
+            for target, corpus in ((summary[v], adapted), (summary[v]["plain"], plain)):
+                r = optimise_threshold(corpus, profile)
+                target[key] = r.score
+                target["thresholds"][key] = r.threshold if np.isfinite(r.threshold) else None  # None: never fire
+                target["raw"][key] = r.raw
+                if corpus is adapted:
+                    for s in r.series:
+                        per_series[s.name].setdefault(v, {})[key] = {
+                            "raw": s.raw, "detected": s.detected_windows, "missed": s.missed_windows,
+                            "false_positives": s.false_positives}
     for sc, _ in results:
         if sc.notes:
             per_series[sc.name]["notes"] = sc.notes
     notes = [f"{sc.name}: {n}" for sc, _ in results for n in sc.notes]
-    return NabResult(config, summary, list(per_series.values()), time.perf_counter() - started, notes,
+    return NabResult(config, summary, list(per_series.values()), seconds, notes,
                      [sc for sc, _ in results], [lb for _, lb in results])
 
 
@@ -126,6 +197,8 @@ def _nab_job(path: str, root: str, windows: dict, config: NabConfig,
         raise ValueError(f"{series.name}: {probation} probationary rows are too few for window {config.window}")
     parts = {"train": slice(0, probation - validation), "validation": slice(probation - validation, probation),
              "test": slice(probation, n)}
-    scores = score_series(series.name, series.values, parts, probation, config.train_config(series.name), variants,
+    # Scored from the first complete window: the probationary rows' scores are the adapter's first history
+    # (past data); NAB itself ignores detections there.
+    scores = score_series(series.name, series.values, parts, config.window - 1, config.train_config(series.name), variants,
                           feature_names=series.feature_names)
     return scores, labels

@@ -170,7 +170,8 @@ def nab_report(result, root: str | Path, out_dir: str | Path, variant: str = "on
     """``out_dir/index.md`` (scoreboard, per-file raw scores) and one PNG per file at the corpus threshold."""
     from .datasets import load_nab, nab_files, nab_windows
     from .leaderboards import nab_table
-    from .nab import detector_output
+    from .nab_scoring import probationary_rows
+    from .nab import adapted_detector_output
 
     out = Path(out_dir)
     variant = variant if variant in result.variants else next(iter(result.variants))
@@ -180,14 +181,15 @@ def nab_report(result, root: str | Path, out_dir: str | Path, variant: str = "on
     paths = {p.parent.name + "/" + p.name: p for p in nab_files(root)}
     lines = ["# NAB: gru-edge normal-only GRU", "", result.to_dict()["protocol"], "", "```",
              nab_table({f"gru-edge ({v})": m for v, m in result.variants.items()}), "```", "",
-             f"Per file ({variant}, {profile} profile, corpus threshold {threshold:.3g} x each file's own "
-             "threshold; score = detector output).", ""]
+             f"Per file ({variant}, {profile} profile): the adapted detector output (z-score of each bundle score "
+             f"against the file's previous {result.config.history} scores, a new maximum over {result.config.hold} "
+             f"rows) and the corpus threshold {threshold:.3g}; probationary rows blank, NAB windows shaded.", ""]
     rows = []
     for scores, labels in zip(result.scores, result.labels):
         info = next(s for s in result.series if s["name"] == labels.name)[variant][profile]
         series, _ = load_nab(paths[labels.name], root, windows)
-        output = detector_output(scores, labels.n_rows, variant)
-        output[: scores.start] = np.nan
+        output = adapted_detector_output(scores, labels.n_rows, variant, result.config)
+        output[: probationary_rows(labels.n_rows)] = np.nan
         png = f"{_slug(labels.name)}.png"
         series_png(out / png, f"NAB {labels.name} ({variant}): raw {info['raw']:+.2f}, {info['detected']} of "
                    f"{len(labels.windows)} windows, {info['false_positives']} FP rows", series.values,

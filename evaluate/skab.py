@@ -73,8 +73,16 @@ class SkabResult:
 def run_skab(root: str | Path, config: SkabConfig | None = None, limit: int | None = None, jobs: int = 2,
              variants: tuple[str, ...] = VARIANTS, log: Callable[[str], None] = print) -> SkabResult:
     config = config or SkabConfig()
-    files = spread(skab_files(root), limit)
     started = time.perf_counter()
+    results = score_corpus(root, config, limit, jobs, variants, log)
+    return summarise(results, config, variants, time.perf_counter() - started)
+
+
+def score_corpus(root: str | Path, config: SkabConfig, limit: int | None = None, jobs: int = 2,
+                 variants: tuple[str, ...] = VARIANTS,
+                 log: Callable[[str], None] = print) -> list[tuple[SeriesScores, np.ndarray]]:
+    """Train, export and score every file (the slow part): (scores, labels of the scored rows) per file."""
+    files = spread(skab_files(root), limit)
     jobs_args = [(str(path), str(root), config) for path in files]
     results: list[tuple[SeriesScores, np.ndarray]] = []
     for k, (scores, labels) in enumerate(run_jobs(_skab_job, jobs_args, jobs, variants), 1):
@@ -82,6 +90,12 @@ def run_skab(root: str | Path, config: SkabConfig | None = None, limit: int | No
         m = pooled_metrics([(labels, scores.detections(v)) for v in variants[:1]])
         log(f"[{k}/{len(files)}] {scores.name}: {len(labels)} rows, F1 {m['f1']:.3f} FAR {m['far']:.1f}% "
             f"({variants[0]}) {sum(scores.seconds.values()):.0f}s" + ("; " + "; ".join(scores.notes) if scores.notes else ""))
+    return results
+
+
+def summarise(results: list[tuple[SeriesScores, np.ndarray]], config: SkabConfig,
+              variants: tuple[str, ...] = VARIANTS, seconds: float = 0.0) -> SkabResult:
+    """Pooled metrics per variant and per-file figures (the fast part)."""
     summary = {v: pooled_metrics([(lb, sc.detections(v)) for sc, lb in results]) for v in variants}
     series = []
     for sc, lb in results:
@@ -93,7 +107,7 @@ def run_skab(root: str | Path, config: SkabConfig | None = None, limit: int | No
             row["notes"] = sc.notes
         series.append(row)
     notes = [f"{sc.name}: {n}" for sc, _ in results for n in sc.notes]
-    return SkabResult(config, summary, series, time.perf_counter() - started, notes,
+    return SkabResult(config, summary, series, seconds, notes,
                       [sc for sc, _ in results], [lb for _, lb in results])
 
 

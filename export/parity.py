@@ -46,6 +46,8 @@ class ParityReport:
     failures: list = field(default_factory=list)
     # How far the candidate moves alarm onsets (see ``onset_shift``); reported, not gated.
     alarm_onsets: dict = field(default_factory=dict)
+    # Diffs measured as |ref - cand| / max(1, |ref|) (unbounded scores such as forecast errors, see compare_scores).
+    relative: bool = False
 
     @property
     def f1_delta(self) -> float | None:
@@ -69,15 +71,20 @@ class ParityReport:
         shift = "" if not onsets.get("matched") else f", onsets max shift {onsets['max_abs_shift']}"
         verdict = "PASS" if self.passed else "FAIL: " + "; ".join(self.failures)
         return (
-            f"{self.variant}: {self.windows} windows, max |diff| {self.max_abs_diff:.2e}, mean {self.mean_abs_diff:.2e}, "
+            f"{self.variant}: {self.windows} windows, max {'rel ' if self.relative else ''}|diff| {self.max_abs_diff:.2e}, "
+            f"mean {self.mean_abs_diff:.2e}, "
             f"decisions agree {100 * self.decision_agreement:.2f}%{f1}{shift} -> {verdict}"
         )
 
 
 def compare_scores(reference: np.ndarray, candidate: np.ndarray, threshold: float, tolerance: ParityTolerance,
                    labels: np.ndarray | None = None, variant: str = "candidate",
-                   candidate_threshold: float | None = None) -> ParityReport:
-    """``threshold`` decides for the reference; ``candidate_threshold`` (default: the same) for the candidate."""
+                   candidate_threshold: float | None = None, relative: bool = False) -> ParityReport:
+    """``threshold`` decides for the reference; ``candidate_threshold`` (default: the same) for the candidate.
+
+    ``relative``: diffs are ``|ref - cand| / max(1, |ref|)``. For unbounded scores (normal-only forecast
+    errors reach 100+ on far-out inputs) float32 alone moves a score by ~1e-7 of its size, so an absolute
+    bound would fail exact exports on large scores; below 1 the two measures are the same."""
     cand_t = threshold if candidate_threshold is None else candidate_threshold
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
@@ -86,6 +93,8 @@ def compare_scores(reference: np.ndarray, candidate: np.ndarray, threshold: floa
     if ref.size == 0:
         raise ValueError("no windows to compare")
     diff = np.abs(ref - cand)
+    if relative:
+        diff = diff / np.maximum(1.0, np.abs(ref))
     diff = np.where(np.isfinite(diff), diff, np.inf)
     agreement = float(np.mean((ref >= threshold) == (cand >= cand_t)))
     f1_ref = f1_cand = None
@@ -93,9 +102,9 @@ def compare_scores(reference: np.ndarray, candidate: np.ndarray, threshold: floa
         f1_ref = detection_metrics(labels, ref, threshold)["f1"]
         f1_cand = detection_metrics(labels, cand, cand_t)["f1"]
     report = ParityReport(variant, int(ref.size), float(diff.max()), float(diff.mean()), agreement, f1_ref, f1_cand,
-                          tolerance, alarm_onsets=onset_shift(ref >= threshold, cand >= cand_t))
+                          tolerance, alarm_onsets=onset_shift(ref >= threshold, cand >= cand_t), relative=relative)
     if report.max_abs_diff > tolerance.max_abs_diff:
-        report.failures.append(f"max |diff| {report.max_abs_diff:.2e} > {tolerance.max_abs_diff:.0e}")
+        report.failures.append(f"max {'rel ' if relative else ''}|diff| {report.max_abs_diff:.2e} > {tolerance.max_abs_diff:.0e}")
     if agreement < tolerance.min_decision_agreement:
         report.failures.append(
             f"decision agreement {100 * agreement:.2f}% < {100 * tolerance.min_decision_agreement:.2f}%"
@@ -172,7 +181,7 @@ def check_parity(run_dir: str | Path, bundle_dir: str | Path, data: str | Path |
     # Keras decides with the run's threshold, the bundle with its own: a moved threshold is a difference too.
     return compare_scores(reference, candidate, run.record.threshold, tol, window_labels,
                           variant=f"{Path(bundle_dir).name} ({m.window_model.format}, {quantization})",
-                          candidate_threshold=m.score.threshold)
+                          candidate_threshold=m.score.threshold, relative=m.score.kind == "forecast_error")
 
 
 def run_test_windows(run, max_windows: int = 4096) -> tuple[np.ndarray, np.ndarray | None]:

@@ -107,7 +107,14 @@ def test_training_pairs_shift_by_one_and_skip_anomalous_windows():
 
 
 def test_quantile_threshold():
-    assert quantile_threshold(np.arange(101.0), 0.99, 1.5) == pytest.approx(99 * 1.5)
+    assert quantile_threshold(np.arange(101.0), 0.99, 1.5) == pytest.approx(99.5 * 1.5)  # between 99 and 100
+    assert quantile_threshold(np.array([1.0] * 9 + [3.0]), 0.9) == pytest.approx(2.0)  # never on a tied score
+    assert quantile_threshold(np.zeros(50), 0.99) == pytest.approx(0.1)  # a flat line must not alarm at 0
+    # a periodic signal repeats windows whose scores differ by float rounding only: never cut inside them
+    cluster = 1.0 + np.arange(50) * 1e-8
+    t = quantile_threshold(np.r_[cluster, 3.0], 0.9)
+    assert t == pytest.approx((3.0 + cluster.max()) / 2)
+    assert quantile_threshold(cluster, 0.99) > cluster.max() + 5e-5  # above them all, with a margin
     with pytest.raises(ValueError, match="no normal"):
         quantile_threshold(np.array([]), 0.99)
 
@@ -244,3 +251,17 @@ def test_bundle_scores_stream_equal_batch_and_match_keras(normal_only_run, quant
         assert report.max_abs_diff < 1e-5
     else:
         assert report.max_abs_diff < 0.05 and report.decision_agreement > 0.97, report.summary()
+
+
+def test_parity_of_unbounded_scores_is_relative_to_their_size():
+    from gru_edge.edge_runtime.device_profile import ParityTolerance
+    from gru_edge.export.parity import compare_scores
+
+    tol = ParityTolerance(max_abs_diff=1e-5, min_decision_agreement=1.0, max_f1_drop=0.0)
+    ref = np.array([0.5, 2.0, 120.0])
+    cand = ref + np.array([2e-6, 0.0, 6e-4])  # float32 rounding of a score of 120 is ~1e-5 already
+    assert not compare_scores(ref, cand, 3.0, tol).passed
+    report = compare_scores(ref, cand, 3.0, tol, relative=True)
+    assert report.passed and report.max_abs_diff == pytest.approx(5e-6) and "rel |diff|" in report.summary()
+    # below a score of 1 relative and absolute are the same: a real difference still fails
+    assert not compare_scores(ref, ref + np.array([1e-3, 0, 0]), 3.0, tol, relative=True).passed

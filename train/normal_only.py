@@ -25,11 +25,14 @@ from ..edge_runtime.windows import sliding_windows
 TARGETS = ("delta", "next")
 # Per-feature error scales below this (in scaled units, i.e. a fraction of the feature's training
 # spread) are raised to it: a feature the model forecasts almost perfectly (a smooth or synthetic
-# signal) would otherwise turn float rounding into alarms and dominate the mean. At 1e-2 the fused
-# graph's float32 rounding (~1e-7 per forecast) already reached 2e-5 in the score on NAB, over the
-# 1e-5 fp32 parity tolerance; 5e-2 keeps it ~4e-6.
+# signal) would otherwise turn float32 rounding into large standardised errors, alarms, and parity
+# failures, and dominate the mean. 5 % of a feature's spread is below any deviation worth an alarm.
 MIN_ERROR_SCALE = 5e-2
 DEFAULT_STEPS = 8
+# Lowest threshold the quantile rule gives. A perfectly forecast series (a flat line) has normal scores
+# of exactly 0, and a threshold of 0 would alarm on every window (score >= 0); 0.1 is a tenth of the
+# normal error spread.
+MIN_THRESHOLD = 0.1
 
 
 @dataclass(frozen=True)
@@ -174,14 +177,39 @@ def keras_error_scores(model, windows: np.ndarray, head: ErrorHead, batch_size: 
     return error_scores(windows, predict_outputs(model, windows, batch_size), head)
 
 
+# A threshold keeps at least this relative distance from every normal score it is set on: a periodic or
+# synthetic signal repeats the same windows, whose scores then differ only by float rounding (~1e-7), and
+# a threshold inside such a cluster flips decisions between Keras and the exported graph.
+THRESHOLD_MARGIN = 1e-4
+
+
 def quantile_threshold(normal_scores: np.ndarray, quantile: float, factor: float = 1.0) -> float:
-    """``factor`` x the ``quantile`` of normal scores (the factor leaves headroom for unseen normal behaviour)."""
-    s = np.asarray(normal_scores, dtype=np.float64)
+    """``factor`` x the ``quantile`` of normal scores (the factor leaves headroom for unseen normal behaviour),
+    and at least ``MIN_THRESHOLD``.
+
+    The quantile is the lowest cut that leaves at most ``1 - quantile`` of the normal scores at or above it,
+    placed in the middle of a gap of at least ``THRESHOLD_MARGIN`` (relative) between sorted scores, never
+    on a score or inside a cluster of nearly equal ones.
+
+    >>> quantile_threshold(np.array([1.0, 1.0, 1.0, 2.0]), 0.75)
+    1.5
+    >>> round(quantile_threshold(np.array([1.0, 1.0 + 1e-7, 1.0 + 2e-7, 2.0]), 0.5), 6)  # not inside the cluster
+    1.5
+    """
+    s = np.sort(np.asarray(normal_scores, dtype=np.float64))[::-1]
     if s.size == 0:
         raise ValueError("no normal validation windows to take a threshold quantile from")
     if not 0 < quantile <= 1 or factor <= 0:
         raise ValueError(f"need 0 < quantile <= 1 and factor > 0, got {quantile} and {factor}")
-    return float(np.quantile(s, quantile) * factor)
+    allowed = int(np.floor(round(1.0 - quantile, 12) * s.size))  # normal scores that may lie above (1 - 0.9 != 0.1)
+    gaps = s[:-1] - s[1:]  # cutting in gap i flags the i + 1 highest scores
+    wide = gaps >= THRESHOLD_MARGIN * np.maximum(1.0, np.abs(s[:-1]))
+    ok = np.flatnonzero(wide & (np.arange(1, s.size) <= allowed))
+    if ok.size:
+        cut = float((s[ok[-1]] + s[ok[-1] + 1]) / 2.0)
+    else:
+        cut = float(s[0] + THRESHOLD_MARGIN * max(1.0, abs(s[0])))  # above every normal score, with the margin
+    return float(max(cut * factor, MIN_THRESHOLD))
 
 
 # ---------------------------------------------------------------- any run's Keras-side score

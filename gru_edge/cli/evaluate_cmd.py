@@ -91,7 +91,9 @@ def nab(path, json_out, limit, report_dir, jobs, variants) -> None:
     result = run_nab(path, limit=limit, jobs=jobs, variants=_variants(variants), log=click.echo)
     click.echo("")
     for v, m in result.variants.items():
-        click.echo(f"{v:10s} standard {m['standard']:.2f}  low FP {m['low_fp']:.2f}  low FN {m['low_fn']:.2f}")
+        p = m["plain"]
+        click.echo(f"{v:10s} standard {m['standard']:.2f}  low FP {m['low_fp']:.2f}  low FN {m['low_fn']:.2f}   "
+                   f"(plain score / own threshold: {p['standard']:.2f}, {p['low_fp']:.2f}, {p['low_fn']:.2f})")
     click.echo(f"{len(result.series)} series in {result.seconds:.0f} s\n")
     click.echo(nab_table({f"gru-edge ({v})": m for v, m in result.variants.items()}))
     _finish(result, json_out, report_dir, "nab", path)
