@@ -7,7 +7,7 @@ edge runtime itself before it replaces anything, so a failed export never touche
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -81,8 +81,8 @@ def export(run_dir: str | Path, out_dir: str | Path, quantize: str | None = None
     keras_scores = reference_scores(run.record, model, windows)
     fp32_scores = _onnx_scores(fp32, windows)
     relative = error_head is not None  # forecast errors are unbounded: diffs relative to the score's size
-    exact = compare_scores(keras_scores, fp32_scores, run.record.threshold, DEFAULT_TOLERANCE["none"], labels,
-                           variant="onnx fp32", relative=relative)
+    exact = compare_scores(keras_scores, fp32_scores, run.record.threshold, _tolerance("none", None, relative),
+                           labels, variant="onnx fp32", relative=relative)
     log(f"parity {exact.summary()}")
     if not exact.passed:
         raise ExportError(f"the fused ONNX graph does not reproduce the Keras model: {exact.summary()}")
@@ -99,7 +99,7 @@ def export(run_dir: str | Path, out_dir: str | Path, quantize: str | None = None
         variant = _build_variant(run, fmt, quantize, fp32, log)
         exact_fp32 = fmt == "onnx" and quantize == "none"
         scores = fp32_scores if exact_fp32 else variant.scores(windows)
-        tolerance = _tolerance(quantize, profile)
+        tolerance = _tolerance(quantize, profile, relative)
         report = compare_scores(keras_scores, scores, run.record.threshold, tolerance, labels, variant=variant.label,
                                 relative=relative)
         if not exact_fp32:
@@ -274,9 +274,14 @@ def _step_model(run: Run, model, quantize: str, variant: Variant, log) -> tuple[
     return spec, content, figures
 
 
-def _tolerance(quantize: str, profile: DeviceProfile | None):
+def _tolerance(quantize: str, profile: DeviceProfile | None, relative: bool = False):
     if profile is None or quantize == "none":
-        return DEFAULT_TOLERANCE[quantize]
+        tolerance = DEFAULT_TOLERANCE[quantize]
+        if relative and quantize == "none":
+            # A forecast-error score sums squared standardised residuals in float32, in a different order in
+            # Keras and onnxruntime: relative rounding reaches ~1e-5 on real series (seen: 1.13e-05 on NAB).
+            tolerance = replace(tolerance, max_abs_diff=1e-4)
+        return tolerance
     return profile.parity
 
 
