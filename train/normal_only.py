@@ -78,14 +78,19 @@ def check_steps(window: int, steps: int) -> None:
 
 
 def forecast_errors(windows: np.ndarray, outputs: np.ndarray, target: str, steps: int) -> np.ndarray:
-    """Raw forecast errors ``x - x_hat`` of each window's last ``steps`` samples: ``[N, steps, F]`` (float64).
+    """Raw forecast errors ``x - x_hat`` of each window's last ``steps`` samples: ``[N, steps, F]`` (float32).
 
     ``outputs[:, t]`` is the model's forecast made at step ``t`` for sample ``t + 1``, so the last
     ``steps`` samples are forecast by outputs ``T - steps - 1 .. T - 2``; the output at ``T - 1``
     forecasts a sample beyond the window and is never used.
+
+    The arithmetic is float32, step for step as the exported graph does it: an input far outside the
+    training range (NAB reaches 200 standard deviations) makes ``x`` and ``x_hat`` large while their
+    difference is small, and float64 here against float32 there would differ by float32's rounding of
+    ``x_hat`` (1e-5 at 200), i.e. by model-independent noise the parity check would blame on the model.
     """
-    w = np.asarray(windows, dtype=np.float64)
-    o = np.asarray(outputs, dtype=np.float64)
+    w = np.asarray(windows, dtype=np.float32)
+    o = np.asarray(outputs, dtype=np.float32)
     if w.ndim != 3 or o.shape != w.shape:
         raise ValueError(f"windows {w.shape} and model outputs {o.shape} must both be [N, T, F]")
     check_steps(w.shape[1], steps)
@@ -100,13 +105,13 @@ def forecast_errors(windows: np.ndarray, outputs: np.ndarray, target: str, steps
 def error_scores(windows: np.ndarray, outputs: np.ndarray, head: ErrorHead) -> np.ndarray:
     """The anomaly score of each window, float64 ``[N]`` (see the module docstring)."""
     errors = forecast_errors(windows, outputs, head.target, head.steps)
-    z = (errors - np.asarray(head.offset)) / np.asarray(head.scale)
-    return np.sqrt(np.mean(z * z, axis=(1, 2)))
+    z = (errors - np.asarray(head.offset, dtype=np.float32)) / np.asarray(head.scale, dtype=np.float32)
+    return np.sqrt(np.mean(z * z, axis=(1, 2), dtype=np.float64))
 
 
 def fit_error_head(windows: np.ndarray, outputs: np.ndarray, target: str, steps: int) -> ErrorHead:
     """Per-feature offset and scale of the forecast errors on normal windows."""
-    errors = forecast_errors(windows, outputs, target, steps).reshape(-1, np.shape(windows)[2])
+    errors = forecast_errors(windows, outputs, target, steps).reshape(-1, np.shape(windows)[2]).astype(np.float64)
     if errors.shape[0] < 2:
         raise ValueError("need at least two normal validation forecasts to standardise errors")
     scale = np.maximum(errors.std(axis=0), MIN_ERROR_SCALE)
