@@ -42,7 +42,7 @@ class NabConfig:
 
     validation_fraction: float = 0.25  # of the probationary rows
     window: int = 32
-    error_steps: int = 4
+    error_steps: int = 1
     target: str = "delta"
     units: tuple = (32, 16)
     epochs: int = 10
